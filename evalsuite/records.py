@@ -1,0 +1,201 @@
+"""Plain records that flow through evalsuite: checkpoints, task specs, run settings, result rows.
+
+Frozen dataclasses, standard library only, so every other module (and ``evalsuite.scaling``,
+which must import without torch) can use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+#: Version of the result-row schema written to ``results/``. Bump on any change to ResultRow.
+SCHEMA_VERSION = 1
+
+
+def compute_flops(n_params: float | None, tokens_seen: float | None) -> float | None:
+    """Training compute C = 6·N·D in FLOPs.
+
+    N is the parameter count, D the number of training tokens; 6 = 2 (forward) + 4 (backward)
+    multiply-adds per parameter per token (Kaplan et al. 2020, "Scaling Laws for Neural
+    Language Models", section 2.1). Returns None when either factor is unknown.
+    """
+    if n_params is None or tokens_seen is None:
+        return None
+    return 6.0 * float(n_params) * float(tokens_seen)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One set of weights in a series.
+
+    Attributes:
+        series: name of the model family (``ladder``, ``pythia``).
+        size: size label as the series names it (``70m``, ``1m``).
+        step: training step, or None for a single released model.
+        source: local folder, or ``hub:<repo_id>@<revision>``.
+        n_params: total parameter count (embeddings included), None if unknown.
+        n_params_nonembedding: parameters outside the input and output embeddings.
+        tokens_seen: training tokens consumed up to this step, None if unknown (never guessed).
+        tokens_source: where tokens_seen came from (``manifest``, ``trainer_state``,
+            ``tokens_per_step``, ``unknown``).
+        dtype: dtype of the weights on disk (``float32``, ``bfloat16``).
+        weight_hash: sha256 over the weight files (content, not path), first 16 hex digits.
+        precision: precision the checkpoint is evaluated at (``fp32`` by default).
+        revision: hub revision when the source is a hub id.
+    """
+
+    series: str
+    size: str
+    step: int | None
+    source: str
+    n_params: int | None = None
+    n_params_nonembedding: int | None = None
+    tokens_seen: int | None = None
+    tokens_source: str = "unknown"
+    dtype: str | None = None
+    weight_hash: str | None = None
+    precision: str = "fp32"
+    revision: str | None = None
+
+    @property
+    def id(self) -> str:
+        """Derived identifier: ``<series>-<size>@<step>:<precision>``."""
+        step = "final" if self.step is None else str(self.step)
+        return f"{self.series}-{self.size}@{step}:{self.precision}"
+
+    @property
+    def compute_flops(self) -> float | None:
+        return compute_flops(self.n_params, self.tokens_seen)
+
+    def with_precision(self, precision: str) -> "Checkpoint":
+        return dataclasses.replace(self, precision=precision)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["id"] = self.id
+        d["compute_flops"] = self.compute_flops
+        return d
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """An evaluation task: one lm-eval task with exactly one primary metric.
+
+    Attributes:
+        name: evalsuite name (== the YAML stem for bundled and user tasks).
+        lm_eval_task: the lm-eval task it wraps.
+        primary_metric: the one metric leaderboards and scaling fits use (``acc``, ``acc_norm``...).
+        chance: score of a random guesser on the primary metric (0 for generation).
+        higher_is_better: direction of the primary metric.
+        output_type: lm-eval request type (multiple_choice, loglikelihood,
+            generate_until, loglikelihood_rolling).
+        num_fewshot: default shots.
+        version: task version; part of the cache key, bump when prompts or data change.
+        source: ``bundled:<path>``, ``user:<path>`` or ``lm-eval``.
+        data_file: local data file (relative to the data folder) for bundled tasks.
+    """
+
+    name: str
+    lm_eval_task: str
+    primary_metric: str
+    chance: float = 0.0
+    higher_is_better: bool = True
+    output_type: str = "multiple_choice"
+    num_fewshot: int = 0
+    version: str = "1"
+    source: str = "lm-eval"
+    data_file: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of one ``evalsuite run``; the ones that change numbers enter the cell key."""
+
+    tasks: tuple[str, ...]
+    precisions: tuple[str, ...] = ("fp32",)
+    num_fewshot: int | None = None
+    limit: int | None = None
+    device: str = "cpu"
+    batch_size: int | str = 8
+    seed: int = 1234
+    engine: str = "hf"
+    bootstrap_iters: int = 1000
+    data_dir: str | None = None
+    include_path: str | None = None
+    trust_remote_code: bool = False
+
+    def numbers_key(self) -> dict[str, Any]:
+        """Settings that change the numbers (batch size and device do not, up to float noise)."""
+        return {"num_fewshot": self.num_fewshot, "limit": self.limit, "seed": self.seed,
+                "bootstrap_iters": self.bootstrap_iters}
+
+
+def config_hash(obj: Mapping[str, Any]) -> str:
+    """Stable short hash of a JSON-able mapping (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One checkpoint x precision x task x metric value. Long format; the schema of ``rows.jsonl``.
+
+    Every number on a leaderboard traces back to one of these. ``cell_key`` identifies the
+    checkpoint x precision x task x settings cell the row belongs to (used to skip finished work).
+    """
+
+    checkpoint_id: str
+    series: str
+    size: str
+    step: int | None
+    n_params: int | None
+    n_params_nonembedding: int | None
+    tokens_seen: int | None
+    compute_flops: float | None
+    weight_hash: str | None
+    precision: str
+    task: str
+    task_version: str
+    metric: str
+    is_primary: bool
+    value: float | None
+    stderr: float | None
+    n_samples: int | None
+    num_fewshot: int | None
+    chance: float | None
+    higher_is_better: bool = True
+    limit: int | None = None
+    batch_size: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    model_bits: float | None = None
+    cell_key: str = ""
+    config_hash: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+    source: str = "evalsuite"
+    wall_time_s: float | None = None
+    timestamp: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["versions"] = dict(self.versions)
+        for k in ("value", "stderr", "compute_flops"):
+            v = d[k]
+            if isinstance(v, float) and not math.isfinite(v):
+                d[k] = None  # JSON has no NaN; a non-finite score is stored as missing
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ResultRow":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
