@@ -195,6 +195,14 @@ class CapabilityPCA:
                                f"{finite.min():.3g}..{finite.max():.3g}); divide percentages by 100")
         rank = k if self.impute_rank is None else int(self.impute_rank)
         completed, iters = impute_low_rank(x, rank=rank, max_iter=self.max_iter, tol=self.tol)
+        imputed = completed[np.isnan(x)]
+        if imputed.size and (imputed.min() < -0.5 or imputed.max() > 1.5):
+            frac = {b: round(float(f), 2) for b, f in zip(benchmarks, np.isnan(x).mean(axis=0)) if f}
+            raise ObsDataError(
+                f"{source}: low-rank imputation diverged (imputed scores "
+                f"{imputed.min():.3g}..{imputed.max():.3g}, outside [0, 1]; missing fractions "
+                f"{frac}). Drop the sparsely observed benchmarks from benchmarks=, or lower "
+                "impute_rank")
         mean = completed.mean(axis=0)
         centred = completed - mean
         _, s, vt = np.linalg.svd(centred, full_matrices=False)

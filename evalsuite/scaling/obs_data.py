@@ -113,6 +113,8 @@ TARGET_SCALES: Mapping[str, tuple[float, float, bool, str]] = {
     "arithmetic_2da_2_acc": (1.0, 0.0, False, "generation"),
     # AgentBench overall score is on 0-10 (issue 7: "AgentBench score / 10").
     "ABench-OA": (10.0, 0.0, False, "AgentBench overall 0-10, divided by 10"),
+    "ABoard-Avg_PR": (100.0, 0.0, False, "AgentBoard progress rate in percent, divided by 100"),
+    "ABoard-Avg_SR": (100.0, 0.0, False, "AgentBoard success rate in percent, divided by 100"),
     # Open LLM Leaderboard v2, raw fractions; chance-normalised as the leaderboard does.
     "leaderboard_bbh": (1.0, _BBH_CHANCE, True, "mean of 1/choices over 24 subtasks"),
     "leaderboard_gpqa": (1.0, 0.25, True, "4-way multiple choice"),

@@ -35,7 +35,7 @@ from .obs_data import ObsDataError
 
 __all__ = ["SigmoidRegression", "FittedSigmoid", "ObservationalPredictor",
            "FittedObservationalPredictor", "BacktestResult", "backtest_target", "split_by_flops",
-           "split_by_rank", "METHODS"]
+           "split_by_rank", "METHODS", "BacktestTable", "backtest_targets"]
 
 #: Feature sets: the PC model and the two baselines.
 METHODS: tuple[str, ...] = ("pc", "log_flops", "log_params")
@@ -203,11 +203,24 @@ class SigmoidRegression:
         for s in starts:
             s = np.clip(s, lo + 1e-9, hi - 1e-9)
             r = least_squares(lambda t: _sigmoid_curve(t, z, floor_free) - y, s, bounds=(lo, hi),
+                              jac=lambda t: _sigmoid_jac(t, z, floor_free),
                               loss=self.loss, f_scale=self.robust_scale, method="trf",
                               max_nfev=2000)
             if r.cost < best_cost:
                 best, best_cost = r.x, r.cost
         return best
+
+
+def _sigmoid_jac(theta: np.ndarray, z: np.ndarray, floor_free: bool) -> np.ndarray:
+    """d/dθ of (1 - b)·σ(a + zᵀw) + b: columns a, w..., [b]."""
+    d = z.shape[1]
+    sig = expit(theta[0] + z @ theta[1:1 + d])
+    b = theta[-1] if floor_free else 0.0
+    g = (1.0 - b) * sig * (1.0 - sig)
+    cols = [g[:, None], g[:, None] * z]
+    if floor_free:
+        cols.append((1.0 - sig)[:, None])
+    return np.hstack(cols)
 
 
 def _features(method: str, scores: pd.DataFrame, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -284,8 +297,10 @@ class FittedObservationalPredictor:
 class ObservationalPredictor:
     """Fit a target from PC scores (``method='pc'``) or a baseline (``log_flops``, ``log_params``).
 
-    The PCA is fitted on the training models only. The reference family's line (for equivalent
-    compute) is fitted on all its models in ``frame`` that have FLOPs: it maps compute to
+    The PCA is fitted on the training models only, unless ``capability_space`` passes a space
+    fitted elsewhere (e.g. on the 77 base models, to place instruct models in it). The reference
+    family's line (for equivalent compute) is fitted on all its models in ``frame`` that have
+    FLOPs (or, with no such family in ``frame``, in ``reference_frame``): it maps compute to
     capability and never sees the target.
     """
 
@@ -293,6 +308,8 @@ class ObservationalPredictor:
     n_components: int = 3
     benchmarks: Sequence[str] | None = None
     reference_family: str | None = "Llama-2"
+    capability_space: FittedCapabilityPCA | None = None
+    reference_frame: pd.DataFrame | None = None
     regression: SigmoidRegression = dataclasses.field(default_factory=SigmoidRegression)
 
     def fit(self, frame: pd.DataFrame, target: pd.Series, train_models: Sequence[str], *,
@@ -306,9 +323,12 @@ class ObservationalPredictor:
         pca = None
         scores = None
         if self.method == "pc":
-            kw = {} if self.benchmarks is None else {"benchmarks": self.benchmarks}
-            pca = CapabilityPCA(n_components=self.n_components, **kw).fit(
-                train, source=f"capability scores of the training models for {name}")
+            if self.capability_space is not None:
+                pca = self.capability_space
+            else:
+                kw = {} if self.benchmarks is None else {"benchmarks": self.benchmarks}
+                pca = CapabilityPCA(n_components=self.n_components, **kw).fit(
+                    train, source=f"capability scores of the training models for {name}")
             scores = pca.transform(train)
         x, names = _features(self.method, scores, train)
         ok = ~np.isnan(x).any(axis=1) & ~np.isnan(y)
@@ -316,6 +336,8 @@ class ObservationalPredictor:
         ref = (None, None, None)
         if pca is not None and self.reference_family:
             ref = _reference_line(pca, frame, self.reference_family)
+            if ref[0] is None and self.reference_frame is not None:
+                ref = _reference_line(pca, self.reference_frame, self.reference_family)
         return FittedObservationalPredictor(
             method=self.method, target=name, pca=pca, sigmoid=sig,
             train_models=tuple(train["model"][ok]), reference_family=self.reference_family,
@@ -393,7 +415,9 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
                     methods: Sequence[str] = METHODS, n_components: int = 3,
                     benchmarks: Sequence[str] | None = None, reference_family: str | None = "Llama-2",
                     n_bootstrap: int = 0, level: float = 0.9, seed: int = 0,
-                    robust_scale: float = 0.1) -> BacktestResult:
+                    robust_scale: float = 0.1,
+                    capability_space: FittedCapabilityPCA | None = None,
+                    reference_frame: pd.DataFrame | None = None) -> BacktestResult:
     """Fit each method on ``train_models`` and score it on ``test_models``.
 
     ``target`` is indexed by model and already on the fitting scale (see normalize_target).
@@ -417,7 +441,8 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
     for method in methods:
         est = ObservationalPredictor(method=method, n_components=n_components,
                                      benchmarks=benchmarks, reference_family=reference_family,
-                                     regression=reg)
+                                     capability_space=capability_space,
+                                     reference_frame=reference_frame, regression=reg)
         fitted = est.fit(frame, target, train_models, target_name=str(target.name))
         p = fitted.predict(rows, level=level)
         per_method[method] = (fitted, p)
@@ -439,5 +464,75 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
                         "n_test": int(te.sum()), "test_mse": float(e2[te].mean()) if te.any() else float("nan"),
                         "n_common": int(common.sum()),
                         "test_mse_common": float(e2[common].mean()) if common.any() else float("nan")})
+        if method == "pc" and n_bootstrap > 0:
+            t = pred[te]
+            metrics[-1]["coverage_obs"] = float(((t["y"] >= t["pc_obs_lower"])
+                                                 & (t["y"] <= t["pc_obs_upper"])).mean())
+            metrics[-1]["coverage_mean"] = float(((t["y"] >= t["pc_lower"])
+                                                  & (t["y"] <= t["pc_upper"])).mean())
+            metrics[-1]["n_extrapolated"] = int(t["pc_extrapolated"].sum())
     return BacktestResult(target=str(target.name), split=split, chance=float(chance),
                           metrics=tuple(metrics), predictions=pred, level=level)
+
+
+@dataclass(frozen=True)
+class BacktestTable:
+    """Backtests of several targets on one split: the PC model against the baselines."""
+
+    results: tuple[BacktestResult, ...]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per target. ``mse_<method>`` are over the common test models (fair
+        comparison); ``pc_mse_all`` is the PC model over every test model it can place."""
+        rows = []
+        for r in self.results:
+            m = {d["method"]: d for d in r.metrics}
+            row = {"target": r.target, "split": r.split, "n_train": m["pc"]["n_train"],
+                   "n_test": m["pc"]["n_test"], "n_common": m["pc"]["n_common"],
+                   "pc_mse_all": m["pc"]["test_mse"]}
+            for meth in m:
+                row[f"mse_{meth}"] = m[meth]["test_mse_common"]
+            for meth in m:
+                row[f"train_mse_{meth}"] = m[meth]["train_mse"]
+            if "log_flops" in m:
+                a, b = row["mse_pc"], row["mse_log_flops"]
+                row["pc_beats_log_flops"] = (bool(a < b) if np.isfinite(a) and np.isfinite(b)
+                                             else None)
+            for k in ("coverage_obs", "coverage_mean", "n_extrapolated"):
+                if k in m["pc"]:
+                    row[k] = m["pc"][k]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def wins(self) -> tuple[int, int]:
+        """(targets where the PC model beats log-FLOPs, targets where both could be compared)."""
+        f = self.to_frame()
+        known = f["pc_beats_log_flops"].dropna()
+        return int(known.astype(bool).sum()), int(len(known))
+
+    def summary(self) -> dict[str, Any]:
+        w, n = self.wins()
+        return {"kind": "backtest_table", "pc_beats_log_flops": w, "comparable_targets": n,
+                "rows": self.to_frame().replace({np.nan: None}).to_dict(orient="records"),
+                "results": [r.summary() for r in self.results]}
+
+    def report(self) -> str:
+        w, n = self.wins()
+        f = self.to_frame()
+        lines = [f"PC model beats the log-FLOPs baseline on {w} of {n} comparable targets"]
+        for _, r in f.iterrows():
+            lines.append(f"  {r['target']:<34} {r['split']:<18} n={r['n_train']}/{r['n_common']}  "
+                         f"PC {r['mse_pc']:.4g}  logFLOPs {r.get('mse_log_flops', float('nan')):.4g}  "
+                         f"logN {r.get('mse_log_params', float('nan')):.4g}")
+        return "\n".join(lines)
+
+
+def backtest_targets(frame: pd.DataFrame, targets: Mapping[str, tuple[pd.Series, float]],
+                     train_models: Sequence[str], test_models: Sequence[str], *, split: str,
+                     **kwargs: Any) -> BacktestTable:
+    """:func:`backtest_target` over ``targets`` (name -> (values indexed by model, chance))."""
+    results = []
+    for name, (values, chance) in targets.items():
+        results.append(backtest_target(frame, values.rename(name), train_models, test_models,
+                                       split=split, chance=chance, **kwargs))
+    return BacktestTable(results=tuple(results))

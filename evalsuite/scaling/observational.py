@@ -31,7 +31,8 @@ from .obs_data import (DEFAULT_TASK_BENCHMARKS, INSTRUCT_COLUMN_MAPPING, OBS_BEN
                        SLOTH_COLUMN_MAPPING, TARGET_SCALES, ObsDataError,
                        capability_frame_from_results, check_flops, normalize_target,
                        select_paper_models, select_preregistered, standardize_frame)
-from .obs_predict import (METHODS, BacktestResult, FittedObservationalPredictor, FittedSigmoid,
+from .obs_select import FamilySelection, place_models, select_families
+from .obs_predict import (METHODS, BacktestResult, BacktestTable, backtest_targets, FittedObservationalPredictor, FittedSigmoid,
                           ObservationalPredictor, SigmoidRegression, backtest_target,
                           split_by_flops, split_by_rank)
 
@@ -44,5 +45,6 @@ __all__ = [
     "select_preregistered", "normalize_target", "capability_frame_from_results",
     "METHODS", "SigmoidRegression", "FittedSigmoid", "ObservationalPredictor",
     "FittedObservationalPredictor", "BacktestResult", "backtest_target", "split_by_flops",
-    "split_by_rank",
+    "split_by_rank", "BacktestTable", "backtest_targets",
+    "FamilySelection", "select_families", "place_models",
 ]
