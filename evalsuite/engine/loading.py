@@ -1,0 +1,172 @@
+"""Loading checkpoints: fresh loads, weight swaps into a reused model, devices and dtypes.
+
+A series is many checkpoints of one architecture. ``from_pretrained`` rebuilds the module tree,
+re-runs initialisation and re-reads the config every time; when the architecture matches, the
+engine instead copies the new checkpoint's tensors into the model it already holds
+(``swap_weights``), which costs one read of the safetensors files.
+
+Everything CUDA-specific (device placement, bf16 weights or autocast, the batch-size search) is
+behind ``device.type == "cuda"`` checks, so CPU runs never initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+# ignored when comparing configs: they differ between checkpoints of one architecture
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "_commit_hash", "transformers_version", "torch_dtype",
+                         "dtype", "architectures", "_attn_implementation_autoset"}
+
+
+def resolve_dtype(dtype: str, device) -> tuple[object, object | None]:
+    """(weight dtype, autocast dtype or None) for a dtype name.
+
+    ``"autocast-bfloat16"`` keeps fp32 weights and runs matmuls in bf16 (CUDA only);
+    ``"bfloat16"`` stores the weights in bf16.
+    """
+    import torch
+
+    name = dtype.lower()
+    if name.startswith("autocast-"):
+        inner = DTYPES.get(name[len("autocast-"):])
+        if inner is None:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)} or "
+                             "'autocast-bfloat16'")
+        if device.type != "cuda":
+            raise ValueError(f"dtype={dtype!r} needs a CUDA device; on CPU use 'float32' "
+                             "(bf16 on CPU is slower and moves log-likelihoods)")
+        return torch.float32, getattr(torch, inner)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    return getattr(torch, DTYPES[name]), None
+
+
+def resolve_device(device: str):
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    return dev
+
+
+def comparable_config(config) -> dict:
+    """The config as a dict without the fields that vary between checkpoints of one model."""
+    data = config.to_dict()
+    return {k: v for k, v in data.items() if k not in _VOLATILE_CONFIG_KEYS}
+
+
+def load_config(source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(source: str, trust_remote_code: bool):
+    from lm_eval.models.utils import configure_pad_token
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                              use_fast=True)
+    return configure_pad_token(tokenizer)
+
+
+def load_model(source: str, *, device, weight_dtype, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=weight_dtype,
+                                                 trust_remote_code=trust_remote_code)
+    model.eval()
+    if device.type == "cuda":
+        model = model.to(device)
+    return model
+
+
+def read_state_dict(source: str | Path) -> dict | None:
+    """All tensors of a checkpoint folder (safetensors, sharded or not); None if none found."""
+    from safetensors.torch import load_file
+
+    folder = Path(source)
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict = {}
+        for shard in shards:
+            tensors.update(load_file(folder / shard))
+        return tensors
+    return None
+
+
+def _rename_keys(model, keys) -> dict[str, str] | None:
+    """Checkpoint key -> model key, using transformers' own checkpoint renamings (transformers 5
+    renames some modules at load time, e.g. GPT-NeoX ``embed_out`` -> ``lm_head``). None when
+    a key needs more than a rename (tensor-merging converters) or the API is unavailable."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:
+        return None
+    try:
+        transforms = get_model_conversion_mapping(model)
+        renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+        converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+        meta = dict.fromkeys(model.state_dict(), True)
+        mapping = {}
+        for key in keys:
+            new, converter = rename_source_key(key, renamings, converters,
+                                               getattr(model, "base_model_prefix", None), meta)
+            if converter is not None:
+                return None
+            mapping[key] = new
+        return mapping
+    except Exception:  # noqa: BLE001 - internal API moved: fall back to a fresh load
+        return None
+
+
+def swap_weights(model, source: str | Path) -> bool:
+    """Copy a checkpoint's tensors into ``model`` in place; False (model untouched) on any
+    mismatch of names or shapes, so the caller can fall back to a fresh load."""
+    import torch
+
+    tensors = read_state_dict(source)
+    if tensors is None:
+        return False
+    own = model.state_dict()
+    if any(k not in own for k in tensors):
+        mapping = _rename_keys(model, list(tensors))
+        if mapping is None:
+            return False
+        tensors = {mapping[k]: v for k, v in tensors.items()}
+    if any(k not in own or own[k].shape != v.shape for k, v in tensors.items()):
+        return False
+    loaded_ptrs = {own[k].data_ptr() for k in tensors}
+    missing = [k for k in own if k not in tensors]
+    # a missing key is fine only if it is tied to (shares storage with) a loaded tensor
+    if any(own[k].data_ptr() not in loaded_ptrs for k in missing):
+        return False
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v)
+    return True
+
+
+def find_batch_size(try_forward, *, start: int = 512) -> int:
+    """Largest batch (halving from ``start``) for which ``try_forward(n)`` does not run out of
+    CUDA memory. Only ever called for CUDA devices."""
+    import torch
+
+    n = start
+    while n > 1:
+        try:
+            try_forward(n)
+            return n
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            n //= 2
+    return 1
