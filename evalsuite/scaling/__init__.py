@@ -2,3 +2,16 @@
 
 Takes pandas DataFrames (the ResultRow columns); never imports torch, the runner or the store.
 """
+
+from .backtest import CORE_TASKS, backtest, summarize_backtest, task_group
+from .emergence import EmergenceResult, classify_curve, detect_emergence, emergence_table
+from .fit import (FitError, Prediction, ScalingFit, ScalingLaw, fit_scaling_law, select_points)
+from .laws import LAWS, Law, get_law
+from .predict import SizeTokenFit, SizeTokenLaw, predict_sizes, resolve_size
+
+__all__ = [
+    "CORE_TASKS", "EmergenceResult", "FitError", "LAWS", "Law", "Prediction", "ScalingFit",
+    "ScalingLaw", "SizeTokenFit", "SizeTokenLaw", "backtest", "classify_curve",
+    "detect_emergence", "emergence_table", "fit_scaling_law", "get_law", "predict_sizes",
+    "resolve_size", "select_points", "summarize_backtest", "task_group",
+]

@@ -1,0 +1,299 @@
+"""Is a task's curve smooth, emergent, flat, or inverse / U-shaped? A documented criterion.
+
+Background: Wei et al. 2022 ("Emergent Abilities of Large Language Models") call an ability
+emergent when performance is near random below some scale and well above it beyond; Schaeffer
+et al. 2023 ("Are Emergent Abilities a Mirage?") show that a discrete metric can jump where a
+continuous one (the log-probability of the right answer) improves smoothly, so we check both.
+
+The criterion (all on one curve: a task's score against log10 x, where x is compute, params or
+tokens; the points are either the final checkpoints of several sizes or the steps of one run):
+
+1. Noise. sigma = median of the points' standard errors, floored at ``min_stderr``.
+2. Models. Fitted with sigma-weighted least squares: a straight line in log x, and a *hinge*
+   (broken stick): flat at level f0 up to the onset u_on, then a straight rise,
+   y = f0 + b * max(0, u - u_on). The onset is searched on a fine grid between the points.
+3. Verdict, in this order:
+   * ``flat`` -- the line's total change over the range and the hinge's rise are both below
+     ``3 sigma``: no detectable trend.
+   * ``peaked`` -- non-monotone: the best point lies before the last one and exceeds it by more
+     than ``z = 3`` combined standard errors (e.g. small Pythia models' LAMBADA accuracy falling
+     late in training). ``inverse`` when, in addition, the line falls by more than 3 sigma.
+   * ``emergent`` -- all of: the hinge beats the line by Delta BIC >= 6 (chi-square with the
+     known noise; "strong" evidence, Kass & Raftery 1995); at least two points lie at or before
+     the onset; the level before the onset is near chance (within ``max(3 sigma, 0.05)`` above
+     chance, or anywhere below it); the rise after the onset exceeds ``5 sigma`` inside the
+     measured range; and the rise is sharp: the first point at 90% of the total rise lies at
+     most ``MAX_RISE_DECADES = 1`` decade of x after the onset. (Without the last condition,
+     every learning curve over training steps would count: all tasks sit at chance for the
+     first ~1000 steps and then climb gradually over 2-3 decades of tokens.) The onset is 10**u_on, with a bootstrap interval (points resampled
+     from N(value, stderr^2) and over models).
+   * ``smooth`` -- otherwise (a monotone trend that a straight line in log x describes as
+     well as a flat-then-rise curve does).
+4. Companion. When rows of a continuous companion metric are given (log-probability of the
+   right answer; a perplexity ``ppl`` is turned into -ln ppl), the same criterion runs on it.
+   ``companion_smooth`` is True when it is not emergent, i.e. the jump is (per Schaeffer et al.)
+   likely a metric artifact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .fit import FitError
+
+__all__ = ["EmergenceResult", "detect_emergence", "classify_curve", "emergence_table"]
+
+Z_PEAK = 3.0
+FLAT_SIGMAS = 3.0
+RISE_SIGMAS = 5.0
+DELTA_BIC = 6.0
+NEAR_CHANCE = 0.05
+MAX_RISE_DECADES = 1.0
+
+
+@dataclass(frozen=True)
+class EmergenceResult:
+    """Verdict on one curve, with the evidence behind it."""
+
+    verdict: str                 # flat | smooth | emergent | peaked | inverse
+    explanation: str
+    n_points: int
+    x_name: str
+    sigma: float
+    onset_x: float | None = None
+    onset_lower: float | None = None
+    onset_upper: float | None = None
+    level_before: float | None = None
+    rise: float | None = None
+    rise_decades: float | None = None
+    delta_bic: float | None = None
+    peak_x: float | None = None
+    drop_after_peak: float | None = None
+    companion_verdict: str | None = None
+    companion_smooth: bool | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _line(u, y, w):
+    A = np.stack([np.ones_like(u), u - u.min()], 1)
+    coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+    fit = A @ coef
+    return coef, fit, float(np.sum(((fit - y) * w) ** 2))
+
+
+def _hinge(u, y, w, n_grid=60):
+    """Best flat-then-linear fit: returns (u_on, f0, b, fitted, chi2)."""
+    us = np.sort(np.unique(u))
+    grid = np.linspace(us[0], us[-1], n_grid)
+    best = None
+    for u_on in grid:
+        h = np.maximum(0.0, u - u_on)
+        A = np.stack([np.ones_like(u), h], 1)
+        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+        fit = A @ coef
+        chi2 = float(np.sum(((fit - y) * w) ** 2))
+        if best is None or chi2 < best[4] - 1e-12:
+            best = (float(u_on), float(coef[0]), float(coef[1]), fit, chi2)
+    return best
+
+
+def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[float] | None = None,
+                   *, chance: float | None = None, x_name: str = "x", min_stderr: float = 0.005,
+                   n_boot: int = 200, seed: int = 0) -> EmergenceResult:
+    """Apply the criterion of the module docstring to one curve (x > 0, raw units)."""
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    if len(x) != len(y):
+        raise FitError("x and y have different lengths")
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    if (~ok).any():
+        raise FitError(f"{int((~ok).sum())} points have a missing/non-finite value or x <= 0; "
+                       "drop them (for steps, drop step 0) before classifying")
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    se = (np.full_like(y, min_stderr) if stderr is None
+          else np.asarray(stderr, float)[order])
+    se = np.where(np.isfinite(se), np.maximum(se, min_stderr), min_stderr)
+    n = len(y)
+    if n < 4 or len(np.unique(x)) < 4:
+        raise FitError(f"emergence needs at least 4 distinct x values; got {len(np.unique(x))}")
+    u = np.log10(x)
+    w = 1.0 / se
+    sigma = float(np.median(se))
+    coef, line_fit, chi2_line = _line(u, y, w)
+    u_on, f0, b, hinge_fit, chi2_hinge = _hinge(u, y, w)
+    line_change = float(coef[1] * (u.max() - u.min()))
+    rise = float(hinge_fit.max() - hinge_fit.min())
+    # BIC with known noise: chi2 + k ln n (line k=2, hinge k=3)
+    delta_bic = float((chi2_line + 2 * math.log(n)) - (chi2_hinge + 3 * math.log(n)))
+    common = dict(n_points=n, x_name=x_name, sigma=sigma, delta_bic=delta_bic, rise=rise)
+
+    # peak / inverse
+    i_peak = int(np.argmax(y))
+    drop = float(y[i_peak] - y[-1])
+    drop_z = drop / math.sqrt(se[i_peak] ** 2 + se[-1] ** 2)
+    if abs(line_change) < FLAT_SIGMAS * sigma and rise < FLAT_SIGMAS * sigma and drop_z < Z_PEAK:
+        return EmergenceResult("flat", f"no detectable trend: the line changes by "
+                               f"{line_change:+.3f} and the hinge rises by {rise:.3f} over the "
+                               f"range, both under {FLAT_SIGMAS:g} x noise ({sigma:.3f})", **common)
+    if i_peak < n - 1 and drop_z > Z_PEAK:
+        verdict = "inverse" if line_change < -FLAT_SIGMAS * sigma else "peaked"
+        return EmergenceResult(
+            verdict, f"non-monotone: best {y[i_peak]:.3f} at {x_name}={x[i_peak]:.3g}, then falls "
+            f"to {y[-1]:.3f} at the end ({drop_z:.1f} standard errors)"
+            + ("; the overall trend is downward" if verdict == "inverse" else ""),
+            peak_x=float(x[i_peak]), drop_after_peak=drop, **common)
+    if line_change < -FLAT_SIGMAS * sigma:
+        return EmergenceResult("inverse", f"falls by {-line_change:.3f} over the range "
+                               f"(> {FLAT_SIGMAS:g} x noise)", **common)
+
+    before = int(np.sum(u <= u_on + 1e-9))
+    ref = chance if chance is not None else float(np.min(y))
+    near = f0 <= ref + max(FLAT_SIGMAS * sigma, NEAR_CHANCE)
+    top = f0 + 0.9 * (float(np.max(y)) - f0)
+    reached = np.nonzero((u >= u_on - 1e-9) & (y >= top))[0]
+    rise_decades = float(u[reached[0]] - u_on) if len(reached) else math.inf
+    conds = {"hinge beats line (dBIC >= %g)" % DELTA_BIC: delta_bic >= DELTA_BIC,
+             ">= 2 points before onset": before >= 2,
+             "flat level near/below chance": bool(near),
+             "rise > %g x noise" % RISE_SIGMAS: rise > RISE_SIGMAS * sigma and b > 0,
+             "sharp (90%% of the rise within %g decade)" % MAX_RISE_DECADES:
+                 rise_decades <= MAX_RISE_DECADES}
+    if all(conds.values()):
+        lo, hi = _onset_interval(u, y, se, n_boot, seed)
+        return EmergenceResult(
+            "emergent", f"flat at {f0:.3f} (chance {ref:.3f}) up to {x_name}={10 ** u_on:.3g}, "
+            f"then rises by {rise:.3f} within {rise_decades:.2f} decades; hinge beats a line by "
+            f"dBIC {delta_bic:.1f}", onset_x=float(10 ** u_on), onset_lower=lo, onset_upper=hi,
+            level_before=f0, rise_decades=rise_decades, **common)
+    failed = [k for k, v in conds.items() if not v]
+    return EmergenceResult(
+        "smooth", f"rises by {rise:.3f} ({line_change:+.3f} on a line in log {x_name}); not "
+        f"emergent because not: {'; '.join(failed)}", level_before=f0, **common)
+
+
+def _onset_interval(u, y, se, n_boot, seed, level=0.9):
+    if not n_boot:
+        return None, None
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    ons = []
+    for _ in range(n_boot):
+        idx = np.sort(rng.integers(0, n, n))
+        if len(np.unique(u[idx])) < 4:
+            continue
+        yb = y[idx] + rng.standard_normal(n) * se[idx]
+        ons.append(_hinge(u[idx], yb, 1.0 / se[idx], n_grid=40)[0])
+    if not ons:
+        return None, None
+    q = np.quantile(ons, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(10 ** q[0]), float(10 ** q[1])
+
+
+def _companion_values(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.copy()
+    metric = str(rows["metric"].iloc[0])
+    if metric in ("ppl", "perplexity", "word_perplexity"):
+        rows["value"] = -np.log(rows["value"].astype(float))
+        # d(-ln p) = dp / p
+        rows["stderr"] = rows["stderr"].astype(float) / np.exp(-rows["value"])
+    return rows
+
+
+def detect_emergence(frame: pd.DataFrame, *, x: str = "compute_flops",
+                     companion: pd.DataFrame | None = None, n_boot: int = 200,
+                     seed: int = 0) -> EmergenceResult:
+    """Classify one curve given as ResultRow rows (one task, one metric).
+
+    ``companion``: rows of a continuous metric on the same checkpoints (log-probability of the
+    right answer, or ``ppl``); its verdict is attached.
+    """
+    if frame.empty:
+        raise FitError("no rows to classify")
+    for col in (x, "value"):
+        if col not in frame.columns:
+            raise FitError(f"rows have no {col!r} column")
+    if frame["task"].nunique() > 1 or frame["metric"].nunique() > 1:
+        raise FitError("detect_emergence takes one task and one metric; use emergence_table "
+                       "for many")
+    frame = frame[pd.to_numeric(frame[x], errors="coerce").fillna(0) > 0]
+    chance = pd.to_numeric(frame.get("chance"), errors="coerce").dropna()
+    res = classify_curve(frame[x].to_numpy(float), frame["value"].to_numpy(float),
+                         frame["stderr"].to_numpy(float) if "stderr" in frame else None,
+                         chance=float(chance.iloc[0]) if len(chance) else None, x_name=x,
+                         n_boot=n_boot, seed=seed)
+    if companion is not None and not companion.empty:
+        comp = _companion_values(companion)
+        comp = comp[pd.to_numeric(comp[x], errors="coerce").fillna(0) > 0]
+        try:
+            c = classify_curve(comp[x].to_numpy(float), comp["value"].to_numpy(float),
+                               comp["stderr"].to_numpy(float), chance=None, x_name=x, n_boot=0,
+                               min_stderr=1e-3)
+            res = EmergenceResult(**{**res.summary(), "companion_verdict": c.verdict,
+                                     "companion_smooth": c.verdict != "emergent"})
+        except FitError:
+            pass
+    return res
+
+
+def emergence_table(frame: pd.DataFrame, *, series: str | None = None, across: str = "sizes",
+                    size: str | None = None, x: str | None = None, num_fewshot: int | None = 0,
+                    tasks: Sequence[str] | None = None, companions: dict[str, str] | None = None,
+                    n_boot: int = 100) -> pd.DataFrame:
+    """Classify every task of a series: ``across='sizes'`` (final checkpoints; x = compute) or
+    ``across='steps'`` (the steps of each size, or of ``size``; x = tokens seen).
+
+    ``companions``: task -> continuous metric on the same rows (default: ``lambada_openai`` ->
+    ``ppl``; any task with a ``logprob`` metric uses it).
+    """
+    companions = {"lambada_openai": "ppl", **(companions or {})}
+    f = frame
+    if series is not None:
+        f = f[f["series"] == series]
+    if num_fewshot is not None:
+        f = f[f["num_fewshot"] == num_fewshot]
+    if tasks is not None:
+        f = f[f["task"].isin(list(tasks))]
+    x = x or ("compute_flops" if across == "sizes" else "tokens_seen")
+    out = []
+    if across == "sizes":
+        groups = [(s, None, _final(f[f["series"] == s])) for s in sorted(f["series"].unique())]
+    elif across == "steps":
+        groups = [(s, z, g) for (s, z), g in f.groupby(["series", "size"])
+                  if size is None or z == size]
+    else:
+        raise FitError(f"across={across!r}: use 'sizes' or 'steps'")
+    for s, z, g in groups:
+        for task, tg in g.groupby("task"):
+            prim = tg[tg["is_primary"].astype(bool)]
+            if prim.empty:
+                continue
+            comp_metric = companions.get(task) or ("logprob" if (tg["metric"] == "logprob").any()
+                                                   else None)
+            comp = tg[tg["metric"] == comp_metric] if comp_metric else None
+            rec = {"series": s, "size": z or "all", "task": task,
+                   "metric": prim["metric"].iloc[0], "across": across, "x": x}
+            try:
+                r = detect_emergence(prim, x=x, companion=comp, n_boot=n_boot)
+            except FitError as e:
+                rec.update(verdict="n/a", explanation=str(e))
+                out.append(rec)
+                continue
+            rec.update({k: v for k, v in r.summary().items() if k not in ("x_name",)})
+            out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _final(f: pd.DataFrame) -> pd.DataFrame:
+    if f.empty:
+        return f
+    steps = pd.to_numeric(f["step"], errors="coerce").fillna(-1)
+    last = steps.groupby([f["series"], f["size"]]).transform("max")
+    return f[steps == last]
