@@ -1,0 +1,299 @@
+"""The scaling-law sections of a leaderboard: fitted curves, predictions, emergence verdicts.
+
+A thin adapter over ``evalsuite.scaling`` (imported inside functions, so a leaderboard still
+builds, with a "not available" note, where a part of it is missing or its API differs).
+
+Fits: for every task x series (the series' widest precision; each shots setting apart) the
+scaling law of ``evalsuite.scaling.fit`` is fitted to the final checkpoint of each size, score
+against training compute. Its mean curve and prediction interval are drawn on the task's plot.
+
+Predictions for sizes not evaluated yet: the size labels given (``--predict-sizes 1m,2m``;
+their parameter counts from ``evalsuite.scaling.predict.resolve_size``), else the next two rungs
+of the series' ladder, n_max * r and n_max * r^2 with r the median ratio of n_params between
+consecutive sizes (a ladder grows geometrically). A size is placed at compute 6 * N * D with D the
+series' final tokens seen, as ``predict_sizes`` does. Every prediction says whether, and how far
+(in decades of compute), it extrapolates.
+
+Emergence: ``evalsuite.scaling.emergence.classify_curve`` on each task x series across sizes and
+across the steps of each size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .leaderboard_plots import Curve, PredictedPoint
+
+__all__ = ["ScalingOutput", "run_scaling", "FIT_SETTINGS", "PREDICTION_LEVEL"]
+
+#: Settings of every leaderboard fit (fixed so the leaderboard's bytes are reproducible).
+FIT_SETTINGS = {"form": "auto", "x": "compute_flops", "n_boot": 60, "seed": 0}
+PREDICTION_LEVEL = 0.9
+#: Fewest sizes (distinct final computes) a series needs before it is fitted.
+MIN_SIZES = 4
+_NEXT_RUNGS = 2
+#: Bootstrap replicates of an emergence onset interval.
+EMERGENCE_BOOT = 100
+
+
+@dataclass(frozen=True)
+class ScalingOutput:
+    predictions: Any = None  # leaderboard.Table or None
+    emergence: Any = None
+    curves: Mapping[str, tuple[Curve, ...]] = field(default_factory=dict)
+    predicted_points: Mapping[str, tuple[PredictedPoint, ...]] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def unavailable(cls, why: str) -> "ScalingOutput":
+        return cls(notes={"predictions": f"not available: {why}.",
+                          "emergence": f"not available: {why}."})
+
+
+def _normaliser(cells):
+    """The map from raw value to the plotted score (chance-normalised where the cells are)."""
+    c0 = cells[0]
+    if c0.score is not None and c0.chance is not None:
+        chance = c0.chance
+        return lambda v: (v - chance) / (1.0 - chance)
+    return lambda v: v
+
+
+def _final_per_size(cells) -> list:
+    last: dict[tuple, Any] = {}
+    for c in cells:
+        if c.compute_flops is None or c.compute_flops <= 0 or c.value is None:
+            continue
+        k = (c.size, c.n_params)
+        step = -1 if c.step is None else c.step
+        if k not in last or step > (-1 if last[k].step is None else last[k].step):
+            last[k] = c
+    return sorted(last.values(), key=lambda c: (c.compute_flops, c.size))
+
+
+def _groups(cells) -> dict[tuple, list]:
+    """(task, series, shots) -> the cells of the series' widest precision."""
+    from .leaderboard import _precision_rank
+
+    best_prec: dict[tuple, str] = {}
+    for c in cells:
+        k = (c.task, c.series, c.num_fewshot)
+        if k not in best_prec or _precision_rank(c.precision) < _precision_rank(best_prec[k]):
+            best_prec[k] = c.precision
+    out: dict[tuple, list] = {}
+    for c in cells:
+        k = (c.task, c.series, c.num_fewshot)
+        if c.precision == best_prec[k]:
+            out.setdefault(k, []).append(c)
+    return out
+
+
+def _frame(points):
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "checkpoint_id": f"{c.series}-{c.size}@{'final' if c.step is None else c.step}:"
+                         f"{c.precision}",
+        "task": c.task, "series": c.series, "size": c.size, "step": c.step, "metric": c.metric,
+        "is_primary": True, "value": c.value, "stderr": c.stderr,
+        "compute_flops": c.compute_flops, "n_params": c.n_params, "chance": c.chance,
+        "higher_is_better": c.higher_is_better, "n_samples": c.n_samples} for c in points])
+
+
+def _median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
+
+
+def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]]:
+    """(label, n_params, where n_params came from, compute) of each size to predict.
+
+    Without ``sizes``: the next ``_NEXT_RUNGS`` rungs of the ladder, n_max * r^k with r the
+    median ratio of n_params between consecutive sizes. Compute is 6 * N * D with D the median
+    final tokens_seen of the fitted sizes (as evalsuite.scaling.predict.predict_sizes does).
+    """
+    from .scaling.predict import resolve_size
+
+    tokens = [c.tokens_seen for c in points if c.tokens_seen]
+    if not tokens:
+        return []
+    d_final = _median(tokens)
+    known = {c.size: c.n_params for c in points if c.n_params}
+    out = []
+    if sizes:
+        for label in sizes:
+            if label in known:
+                continue  # evaluated already: the tables show it
+            try:
+                n, src = resolve_size(label)
+            except ValueError:
+                continue
+            out.append((label, n, src, 6.0 * n * d_final))
+        return out
+    ns = sorted({c.n_params for c in points if c.n_params})
+    ratios = [b / a for a, b in zip(ns, ns[1:]) if a > 0]
+    if not ratios or _median(ratios) <= 1.0:
+        return []
+    r = _median(ratios)
+    for k in range(1, _NEXT_RUNGS + 1):
+        n = ns[-1] * r ** k
+        out.append((f"next +{k} (~{n:.3g})", n, "ladder ratio", 6.0 * n * d_final))
+    return out
+
+
+def _fits(cells, sizes: Sequence[str]) -> tuple[Any, dict, dict, str]:
+    try:
+        import numpy as np
+
+        from .scaling.fit import FitError, ScalingLaw
+        from .scaling.predict import resolve_size  # noqa: F401 (the API the targets use)
+    except ImportError:
+        return None, {}, {}, ("not available: evalsuite.scaling (fit, predict) is missing in "
+                              "this install.")
+    from .leaderboard import Table, _digest_of
+
+    law = ScalingLaw(**FIT_SETTINGS)
+    curves: dict[str, list[Curve]] = {}
+    predicted: dict[str, list[PredictedPoint]] = {}
+    rows, used = [], []
+    n_groups = n_fitted = 0
+    skipped: list[str] = []
+    groups = _groups(cells)
+    for (task, series, shots), group in sorted(groups.items(), key=_group_order):
+        n_groups += 1
+        points = _final_per_size(group)
+        if len({c.compute_flops for c in points}) < MIN_SIZES:
+            skipped.append(f"{task}/{series}: {len(points)} sizes with compute")
+            continue
+        try:
+            fit = law.fit(_frame(points))
+        except (FitError, ValueError, ArithmeticError) as e:
+            skipped.append(f"{task}/{series}: {e}")
+            continue
+        n_fitted += 1
+        used.extend(points)
+        norm = _normaliser(points)
+        targets = _targets(points, sizes)
+        x_lo = points[0].compute_flops
+        x_hi = max([points[-1].compute_flops] + [t[3] for t in targets])
+        grid = np.logspace(math.log10(x_lo), math.log10(x_hi), 48)
+        band = fit.predict(grid, level=PREDICTION_LEVEL)
+        several_shots = len({k[2] for k in groups if k[0] == task}) > 1
+        label = f"{series} {shots}-shot" if several_shots else series
+        curves.setdefault(task, []).append(Curve(
+            label=f"{label} ({fit.form})", x=tuple(float(x) for x in grid),
+            y=tuple(float(norm(v)) for v in band.mean),
+            lower=tuple(float(norm(v)) for v in band.lower),
+            upper=tuple(float(norm(v)) for v in band.upper)))
+        for target, n, src, x in targets:
+            p = fit.predict(x, level=PREDICTION_LEVEL)
+            predicted.setdefault(task, []).append(PredictedPoint(
+                label=f"{series} {target}", x=float(x), y=float(norm(p.mean)),
+                lower=float(norm(p.lower)), upper=float(norm(p.upper))))
+            score = norm(p.mean) if points[0].score is not None else None
+            rows.append((task, shots, series, target, float(n), src, float(x), float(p.mean),
+                         float(p.lower), float(p.upper), score,
+                         "yes" if p.extrapolated else "no", float(p.distance), fit.form,
+                         fit.n_points))
+    note = (f"{n_fitted} of {n_groups} task x series groups fitted"
+            + (f"; not fitted: {'; '.join(skipped[:20])}" + ("; ..." if len(skipped) > 20 else "")
+               if skipped else "") + ".")
+    if not rows:
+        return None, curves, predicted, ("no predictions: " + note if n_groups
+                                         else "no predictions: no rows with compute_flops.")
+    table = Table(
+        name="predictions", title="Predictions for sizes not evaluated",
+        columns=("task", "shots", "series", "size", "n_params", "n_params_source",
+                 "compute_flops", "predicted", "lower", "upper", "predicted_score",
+                 "extrapolated", "extrapolation_decades", "form", "n_fit"),
+        rows=tuple(rows), n_source=len(used), digest=_digest_of(c.digest for c in used),
+        formats={"shots": "int", "n_params": "sci", "compute_flops": "sci", "predicted": "num",
+                 "lower": "num", "upper": "num", "predicted_score": "num",
+                 "extrapolation_decades": "num", "n_fit": "int"},
+        note=("Predictions, not measurements: the scaling law of evalsuite.scaling.fit (form "
+              f"{FIT_SETTINGS['form']!r}, {FIT_SETTINGS['n_boot']} bootstrap replicates) fitted "
+              "to the final checkpoint of each size (the series' widest precision), score "
+              "against compute, evaluated at 6 * n_params * the series' final tokens. "
+              f"lower/upper: {PREDICTION_LEVEL:.0%} prediction interval of the raw value; "
+              "predicted_score is the chance-normalised mean. " + note))
+    return table, curves, predicted, ""
+
+
+def _group_order(kv):
+    (task, series, shots), _ = kv
+    return (task, series, -1 if shots is None else shots)
+
+
+def _emergence(cells) -> tuple[Any, str]:
+    """evalsuite.scaling.emergence.classify_curve across sizes (final checkpoints, x = compute)
+    and across the steps of each size (x = tokens seen)."""
+    try:
+        from .scaling.emergence import classify_curve
+        from .scaling.fit import FitError
+    except ImportError:
+        return None, "not available: evalsuite.scaling.emergence is missing in this install."
+    from .leaderboard import Table, _digest_of, _none_last
+
+    rows, used = [], []
+    counts: dict[str, int] = {}
+    groups = _groups(cells)
+    for (task, series, shots), group in sorted(groups.items(), key=_group_order):
+        curves = [("sizes", "all", "compute_flops", _final_per_size(group))]
+        by_size: dict[tuple, list] = {}
+        for c in group:
+            if c.tokens_seen and c.value is not None:
+                by_size.setdefault((_none_last(c.n_params), c.size), []).append(c)
+        for (_, size), cs in sorted(by_size.items()):
+            curves.append(("steps", size, "tokens_seen", sorted(cs, key=lambda c: c.tokens_seen)))
+        for across, size, x_name, points in curves:
+            points = [c for c in points if getattr(c, x_name) and c.value is not None]
+            if len({getattr(c, x_name) for c in points}) < 4:
+                continue
+            try:
+                r = classify_curve([float(getattr(c, x_name)) for c in points],
+                                   [c.value for c in points],
+                                   [c.stderr if c.stderr is not None else math.nan
+                                    for c in points],
+                                   chance=points[0].chance, x_name=x_name,
+                                   n_boot=EMERGENCE_BOOT, seed=0)
+            except (FitError, ValueError, ArithmeticError) as e:
+                rows.append((task, shots, series, across, size, "n/a", None, None, None, None,
+                             None, str(e)))
+                continue
+            counts[r.verdict] = counts.get(r.verdict, 0) + 1
+            used.extend(points)
+            rows.append((task, shots, series, across, size, r.verdict, r.onset_x, r.onset_lower,
+                         r.onset_upper, r.rise, r.delta_bic, r.explanation))
+    if not rows:
+        return None, ("no emergence verdicts: no task x series has 4 or more sizes or steps "
+                      "with compute or tokens.")
+    tally = ", ".join(f"{v}: {n}" for v, n in sorted(counts.items()))
+    return Table(
+        name="emergence", title="Emergence verdicts",
+        columns=("task", "shots", "series", "across", "size", "verdict", "onset_x",
+                 "onset_lower", "onset_upper", "rise", "delta_bic", "explanation"),
+        rows=tuple(rows), n_source=len(used), digest=_digest_of(c.digest for c in set(used)),
+        formats={"shots": "int", "onset_x": "sci", "onset_lower": "sci", "onset_upper": "sci",
+                 "rise": "num", "delta_bic": "num"},
+        note=("Verdicts of evalsuite.scaling.emergence (flat, smooth, emergent, peaked, "
+              "inverse) on the raw primary metric: across sizes (final checkpoints, x = "
+              "training compute) and across the steps of each size (x = tokens seen). Onset "
+              f"interval: 90% bootstrap ({EMERGENCE_BOOT} replicates). Tally: {tally}.")), ""
+
+
+def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = ()) -> ScalingOutput:
+    """Fits, predictions and emergence verdicts for the leaderboard's cells."""
+    notes: dict[str, str] = {}
+    predictions, curves, predicted, note = _fits(cells, tuple(predict_sizes))
+    if note:
+        notes["predictions"] = note
+    emergence, note = _emergence(cells)
+    if note:
+        notes["emergence"] = note
+    return ScalingOutput(predictions=predictions, emergence=emergence,
+                         curves={k: tuple(v) for k, v in curves.items()},
+                         predicted_points={k: tuple(v) for k, v in predicted.items()},
+                         notes=notes)
