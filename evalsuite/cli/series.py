@@ -1,0 +1,51 @@
+"""`evalsuite series PATH`: list the checkpoints of a series."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import CliError, add_json_arg, emit_records
+
+COLUMNS = ["id", "size", "step", "n_params", "n_params_nonembedding", "tokens_seen",
+           "compute_flops", "dtype", "weight_hash", "duplicate_of"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("series", help="discover the checkpoints of a series (folder or manifest)")
+    p.add_argument("path", help="folder of checkpoints, a single model folder, or a manifest .yaml/.json")
+    p.add_argument("--tokens-per-step", type=int, default=None,
+                   help="training tokens per step, where neither a manifest nor trainer_state.json says")
+    p.add_argument("--series-name", default=None, help="override the series name")
+    p.add_argument("--no-hash", action="store_true", help="skip weight hashing (no duplicate check)")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def scan_series(args):
+    from ..series import SeriesError, discover_series
+
+    try:
+        return discover_series(args.path, tokens_per_step=args.tokens_per_step,
+                               series_name=args.series_name, hash_weights_=not args.no_hash)
+    except SeriesError as e:
+        raise CliError(str(e)) from e
+
+
+def report_problems(scan) -> None:
+    for where, msg in scan.problems:
+        print(f"warning: skipped {where}: {msg}", file=sys.stderr)
+
+
+def run(args) -> int:
+    scan = scan_series(args)
+    records = scan.records()
+    emit_records(records, columns=None if args.json else COLUMNS, as_json=args.json)
+    if not args.json:
+        unknown = sum(1 for r in records if r["tokens_seen"] is None)
+        if unknown:
+            print(f"\n{unknown} checkpoint(s) have unknown tokens_seen (so unknown FLOPs): give "
+                  "--tokens-per-step or a manifest with tokens_seen", file=sys.stderr)
+        for h, ids in scan.duplicates.items():
+            print(f"duplicate weights ({h}): {', '.join(ids)}", file=sys.stderr)
+    report_problems(scan)
+    return 0

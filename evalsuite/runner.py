@@ -1,0 +1,390 @@
+"""Runner: the grid of checkpoint x precision x task, evaluated in one process, resumable.
+
+Tasks are built once per run and reused for every checkpoint. Each checkpoint x precision x task
+cell is scored with lm-eval's ``simple_evaluate`` and written to the store as soon as it finishes
+(per-sample Parquet first, then its rows), so a killed run loses at most the cell in flight and a
+rerun skips every finished cell. A cell is keyed by the checkpoint's weight hash, the task and its
+version, the precision and the settings that change numbers (shots, limit, seed, data source);
+batch size, device and engine are not part of the key.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from .records import Checkpoint, ResultRow, RunConfig, TaskSpec, config_hash
+from .store import ResultStore, StoreError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+BITS_PER_PARAM = {"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}
+
+
+class RunError(RuntimeError):
+    """A run that cannot start (bad settings, locked results folder)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    checkpoint: Checkpoint  # with its precision set
+    task: TaskSpec
+    key: str
+
+
+@dataclass
+class RunReport:
+    planned: int = 0
+    skipped: int = 0
+    completed: int = 0
+    rows_written: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"planned": self.planned, "skipped_done": self.skipped, "completed": self.completed,
+                "rows_written": self.rows_written,
+                "failures": [{"what": w, "error": e} for w, e in self.failures]}
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("evalsuite", "lm_eval", "transformers", "torch", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def effective_fewshot(spec: TaskSpec, config: RunConfig) -> int:
+    return spec.num_fewshot if config.num_fewshot is None else config.num_fewshot
+
+
+def cell_key(ckpt: Checkpoint, spec: TaskSpec, config: RunConfig) -> str:
+    identity = ckpt.weight_hash or f"{ckpt.source}@{ckpt.revision or ''}"
+    return config_hash({
+        "checkpoint": ckpt.id, "weights": identity, "precision": ckpt.precision, "task": spec.name,
+        "task_version": spec.version, "lm_eval_task": spec.lm_eval_task,
+        "num_fewshot": effective_fewshot(spec, config), "limit": config.limit,
+        "seed": config.seed, "data": "local" if config.data_dir else "hub",
+    })
+
+
+def plan_cells(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec],
+               config: RunConfig) -> list[Cell]:
+    """Every checkpoint x precision x task cell, checkpoint-major (a model loads once per precision)."""
+    for p in config.precisions:
+        if p not in SUPPORTED_PRECISIONS:
+            raise RunError(f"precision {p!r} is not supported by this version (supported: "
+                           f"{', '.join(SUPPORTED_PRECISIONS)}); k-bit and int8 are planned (issue 5). "
+                           "A requested precision never silently falls back.")
+    cells = []
+    for ckpt in checkpoints:
+        for p in config.precisions:
+            c = ckpt.with_precision(p)
+            for spec in specs:
+                cells.append(Cell(c, spec, cell_key(c, spec, config)))
+    return cells
+
+
+@contextmanager
+def results_lock(store: ResultStore, wait: bool = False) -> Iterator[None]:
+    """An exclusive lock on the results folder for the length of a run (one writer at a time)."""
+    try:
+        store.root.mkdir(parents=True, exist_ok=True)
+        fh = open(store.root / ".lock", "a+")
+    except OSError as e:
+        raise StoreError(f"cannot use results folder {store.root}: {e.strerror}. Pass a writable "
+                         "--results DIR.") from e
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as e:
+            raise RunError(f"another evalsuite run is writing to {store.root} (it holds "
+                           f"{store.root / '.lock'}); wait for it to finish, or pass another "
+                           "--results DIR") from e
+        yield
+    finally:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        finally:
+            fh.close()
+
+
+# ---- model loading ------------------------------------------------------------------------
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RunError(f"--device {device} was requested but CUDA is not available on this "
+                           "machine; use --device cpu")
+
+
+def load_lm(ckpt: Checkpoint, config: RunConfig, reuse=None):
+    """An lm-eval LM for one checkpoint at its precision (engine chosen by config.engine)."""
+    from .series import load_source
+
+    _check_device(config.device)
+    pretrained, revision = load_source(ckpt)
+    dtype = SUPPORTED_PRECISIONS[ckpt.precision]
+    if config.engine == "evalsuite":
+        from .engine import create_lm
+
+        return create_lm(pretrained, device=config.device, batch_size=config.batch_size,
+                         dtype=dtype, trust_remote_code=config.trust_remote_code, reuse=reuse)
+    if config.engine != "hf":
+        raise RunError(f"unknown engine {config.engine!r}: use hf or evalsuite")
+    from lm_eval.models.huggingface import HFLM
+
+    kwargs: dict[str, Any] = dict(pretrained=pretrained, device=config.device,
+                                  batch_size=config.batch_size, dtype=dtype,
+                                  trust_remote_code=config.trust_remote_code)
+    if revision:
+        kwargs["revision"] = revision
+    return HFLM(**kwargs)
+
+
+# ---- scoring one cell -------------------------------------------------------------------------
+
+def empty_task_manager():
+    """A TaskManager that indexes nothing: prebuilt tasks need no index, and lm-eval's default
+    TaskManager() indexes ~14,700 YAML files (about 12 s) on every simple_evaluate call."""
+    import tempfile
+
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=tempfile.mkdtemp(prefix="evalsuite-empty-"),
+                       include_defaults=False)
+
+
+def evaluate_cell(lm, task_obj, spec: TaskSpec, config: RunConfig, task_manager=None) -> dict[str, Any]:
+    """lm-eval's simple_evaluate on one prebuilt task; returns its results and samples."""
+    import lm_eval
+
+    task_obj.set_config(key="num_fewshot", value=effective_fewshot(spec, config))
+    return lm_eval.simple_evaluate(
+        model=lm, tasks=[task_obj], num_fewshot=None, limit=config.limit,
+        task_manager=task_manager or empty_task_manager(),
+        bootstrap_iters=0, log_samples=True, random_seed=0, numpy_random_seed=config.seed,
+        torch_random_seed=config.seed, fewshot_random_seed=config.seed)
+
+
+def _per_sample_frame(samples: list[dict[str, Any]]):
+    import json
+
+    import pandas as pd
+
+    recs = []
+    for s in samples:
+        resps = s.get("resps") or []
+        lls, greedy, texts = [], [], []
+        for r in resps:
+            r0 = r[0] if isinstance(r, (list, tuple)) and r else r
+            if isinstance(r0, (list, tuple)) and len(r0) == 2 and isinstance(r0[1], bool):
+                lls.append(float(r0[0]))
+                greedy.append(bool(r0[1]))
+            elif isinstance(r0, (int, float)):
+                lls.append(float(r0))
+            elif isinstance(r0, str):
+                texts.append(r0)
+        rec = {"doc_id": int(s.get("doc_id", -1)), "filter": str(s.get("filter", "none")),
+               "target": json.dumps(s.get("target"), default=str),
+               "loglikelihoods": lls, "is_greedy": greedy,
+               "response": (s.get("filtered_resps") or [""])[0] if texts else None}
+        for k, v in s.items():
+            if k in ("doc", "doc_id", "target", "arguments", "resps", "filtered_resps", "filter",
+                     "metrics", "doc_hash", "prompt_hash", "target_hash"):
+                continue
+            if isinstance(v, bool):
+                rec[f"metric_{k}"] = float(v)
+            elif isinstance(v, (int, float)):
+                rec[f"metric_{k}"] = float(v)
+            elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+                rec[f"metric_{k}"] = float(v[0])
+                rec[f"metric_{k}_weight"] = float(v[1])
+        if rec["response"] is not None and not isinstance(rec["response"], str):
+            rec["response"] = str(rec["response"])
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def _stderr(metric: str, frame, iters: int, seed: int) -> float | None:
+    """Standard error over items: closed form for means, numpy bootstrap for corpus-level metrics.
+
+    Means (acc, acc_norm, exact_match...) use the sample standard deviation / sqrt(n), as lm-eval's
+    ``mean_stderr``. Perplexities and bits per byte are ratios of sums, bootstrapped over items.
+    """
+    import numpy as np
+
+    col = f"metric_{metric}"
+    if col not in frame:
+        return None
+    x = frame[col].to_numpy(dtype=float)
+    n = len(x)
+    if n < 2:
+        return None
+    wcol = f"{col}_weight"
+    if wcol not in frame and metric != "perplexity":
+        return float(np.std(x, ddof=1) / math.sqrt(n))
+    w = frame[wcol].to_numpy(dtype=float) if wcol in frame else np.ones(n)
+
+    def stat(idx):
+        ll, ww = x[idx].sum(axis=-1), w[idx].sum(axis=-1)
+        if metric == "perplexity":
+            return np.exp(-ll / ww)
+        if metric == "bits_per_byte":
+            return -ll / ww / math.log(2)
+        return np.exp(-ll / ww)  # word_perplexity, byte_perplexity
+
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(max(iters, 100), n))
+    vals = stat(idx)
+    vals = vals[np.isfinite(vals)]
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+
+
+def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, wall_time_s: float,
+                  batch_size: str, versions: dict[str, str]) -> list[ResultRow]:
+    """Long-format rows (one per metric) from simple_evaluate's output for one cell."""
+    spec, ckpt = cell.task, cell.checkpoint
+    res = out["results"][spec.name]
+    n = out.get("n-samples", {}).get(spec.name, {}).get("effective")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    chash = config_hash({"cell": cell.key, "engine": config.engine, "batch_size": str(batch_size),
+                         "device": config.device})
+    rows = []
+    metrics = sorted({k.split(",")[0] for k in res if "," in k and "_stderr" not in k})
+    bits = BITS_PER_PARAM.get(ckpt.precision)
+    for metric in metrics:
+        key = next(k for k in res if k.split(",")[0] == metric and "_stderr" not in k)
+        value = res[key]
+        if not isinstance(value, (int, float)):
+            continue
+        value = float(value)
+        finite = math.isfinite(value)
+        if not finite:
+            log.warning("%s on %s: %s is %s (NaN/inf log-likelihoods?); stored as missing, never "
+                        "averaged in", spec.name, ckpt.id, metric, value)
+        hib = spec.higher_is_better if metric == spec.primary_metric else \
+            not any(s in metric for s in ("perplexity", "bits_per_byte"))
+        rows.append(ResultRow(
+            checkpoint_id=ckpt.id, series=ckpt.series, size=ckpt.size, step=ckpt.step,
+            n_params=ckpt.n_params, n_params_nonembedding=ckpt.n_params_nonembedding,
+            tokens_seen=ckpt.tokens_seen, compute_flops=ckpt.compute_flops,
+            weight_hash=ckpt.weight_hash, precision=ckpt.precision, task=spec.name,
+            task_version=spec.version, metric=metric, is_primary=(metric == spec.primary_metric),
+            value=value if finite else None,
+            stderr=_stderr(metric, frame, config.bootstrap_iters, config.seed) if finite else None,
+            n_samples=int(n) if n is not None else len(frame),
+            num_fewshot=effective_fewshot(spec, config), chance=spec.chance, higher_is_better=hib,
+            limit=config.limit, batch_size=str(batch_size), engine=config.engine,
+            device=config.device,
+            model_bits=(bits * ckpt.n_params) if (bits and ckpt.n_params) else None,
+            cell_key=cell.key, config_hash=chash, versions=versions, source="evalsuite",
+            wall_time_s=round(wall_time_s, 3), timestamp=stamp))
+    if not any(r.is_primary for r in rows):
+        raise RunError(f"task {spec.name}: lm-eval reported no {spec.primary_metric!r} metric "
+                       f"(it reported {metrics}); fix primary_metric in the task YAML")
+    return rows
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], registry,
+               store: ResultStore, config: RunConfig, *,
+               progress: Callable[[Sequence[Cell]], Any] | None = None,
+               on_event: Callable[[str], None] | None = None) -> RunReport:
+    """Evaluate every missing cell; write rows as each finishes. Returns what happened."""
+    say = on_event or (lambda msg: log.info("%s", msg))
+    report = RunReport()
+    with results_lock(store):
+        cells = plan_cells(checkpoints, specs, config)
+        done = store.done_cells()
+        todo = [c for c in cells if c.key not in done]
+        report.planned, report.skipped = len(cells), len(cells) - len(todo)
+        if report.skipped:
+            say(f"skipping {report.skipped} of {len(cells)} cells already in {store.root}")
+        if not todo:
+            say("nothing to do: every cell is finished")
+            return report
+        task_objs: dict[str, Any] = {}
+        for name in sorted({c.task.name for c in todo}):
+            task_objs[name] = registry.build(name)
+        versions = package_versions()
+        manager = empty_task_manager()
+        lm, loaded_id, failed = None, None, set()
+        # Checkpoints with identical weights (duplicate step branches) are scored once.
+        by_weights: dict[tuple, tuple[dict[str, Any], Any, float]] = {}
+        iterator = progress(todo) if progress else iter(todo)
+        for cell in iterator:
+            ck = cell.checkpoint
+            if ck.id in failed:
+                continue
+            wkey = (ck.weight_hash, ck.precision, cell.task.name) if ck.weight_hash else None
+            if wkey in by_weights:
+                out, frame, wall = by_weights[wkey]
+                rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall,
+                                     batch_size=str(config.batch_size), versions=versions)
+                store.write_samples(cell.key, frame)
+                report.rows_written += store.append(rows)
+                report.completed += 1
+                say(f"{ck.id} {cell.task.name}: same weights as an evaluated checkpoint; rows copied")
+                continue
+            if loaded_id != ck.id:
+                try:
+                    lm = load_lm(ck, config, reuse=lm)
+                    loaded_id = ck.id
+                except RunError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a broken checkpoint is reported, the rest run
+                    msg = _load_error_message(ck, e)
+                    report.failures.append((ck.id, msg))
+                    failed.add(ck.id)
+                    say(f"skipping checkpoint {ck.id}: {msg}")
+                    lm, loaded_id = None, None
+                    continue
+            t0 = time.perf_counter()
+            try:
+                out = evaluate_cell(lm, task_objs[cell.task.name], cell.task, config, manager)
+            except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others
+                report.failures.append((f"{ck.id} x {cell.task.name}", f"{e.__class__.__name__}: {e}"))
+                say(f"cell {ck.id} x {cell.task.name} failed: {e.__class__.__name__}: {e}")
+                continue
+            wall = time.perf_counter() - t0
+            frame = _per_sample_frame(out["samples"][cell.task.name])
+            if wkey is not None:
+                by_weights[wkey] = (out, frame, wall)
+            batch = getattr(lm, "batch_size", config.batch_size)
+            rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall, batch_size=str(batch),
+                                 versions=versions)
+            store.write_samples(cell.key, frame)
+            report.rows_written += store.append(rows)
+            report.completed += 1
+            primary = next(r for r in rows if r.is_primary)
+            say(f"{ck.id} {cell.task.name}: {primary.metric}={_fmt(primary.value)} "
+                f"(+-{_fmt(primary.stderr)}, n={primary.n_samples}, {wall:.1f}s)")
+    return report
+
+
+def _fmt(v: float | None) -> str:
+    return "nan" if v is None else f"{v:.4f}"
+
+
+def _load_error_message(ck: Checkpoint, e: Exception) -> str:
+    text = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    return (f"cannot load {ck.source} ({text}); check the weights, config and tokenizer files "
+            "(`evalsuite series` lists problems) and rerun: finished cells are kept")
+
