@@ -9,26 +9,28 @@ The criterion (all on one curve: a task's score against log10 x, where x is comp
 tokens; the points are either the final checkpoints of several sizes or the steps of one run):
 
 1. Noise. sigma = median of the points' standard errors, floored at ``min_stderr``.
-2. Models. Fitted with sigma-weighted least squares: a straight line in log x, and a *hinge*
-   (broken stick): flat at level f0 up to the onset u_on, then a straight rise,
-   y = f0 + b * max(0, u - u_on). The onset is searched on a fine grid between the points.
+2. Models. Fitted with sigma-weighted least squares: a straight line in log x, and a *ramp*
+   (flat - rise - flat, a piecewise-linear sigmoid): level f0 up to the onset u_on, a straight
+   rise to level f1 at u_end, flat after,
+   y = f0 + (f1 - f0) * clip((u - u_on) / (u_end - u_on), 0, 1).
+   u_on and u_end are searched on a grid over the measured range (u_end may be the last point:
+   a curve still rising at the end); f0, f1 by weighted least squares.
 3. Verdict, in this order:
-   * ``flat`` -- the line's total change over the range and the hinge's rise are both below
+   * ``flat`` -- the line's total change over the range and the ramp's rise are both below
      ``3 sigma``: no detectable trend.
    * ``peaked`` -- non-monotone: the best point lies before the last one and exceeds it by more
      than ``z = 3`` combined standard errors (e.g. small Pythia models' LAMBADA accuracy falling
      late in training). ``inverse`` when, in addition, the line falls by more than 3 sigma.
-   * ``emergent`` -- all of: the hinge beats the line by Delta BIC >= 6 (chi-square with the
-     known noise; "strong" evidence, Kass & Raftery 1995); at least two points lie at or before
-     the onset; the level before the onset is near chance (within ``max(3 sigma, 0.05)`` above
-     chance, or anywhere below it); the rise after the onset exceeds ``5 sigma`` inside the
-     measured range; and the rise is sharp: the first point at 90% of the total rise lies at
-     most ``MAX_RISE_DECADES = 1`` decade of x after the onset. (Without the last condition,
-     every learning curve over training steps would count: all tasks sit at chance for the
-     first ~1000 steps and then climb gradually over 2-3 decades of tokens.) The onset is 10**u_on, with a bootstrap interval (points resampled
-     from N(value, stderr^2) and over models).
-   * ``smooth`` -- otherwise (a monotone trend that a straight line in log x describes as
-     well as a flat-then-rise curve does).
+   * ``emergent`` -- all of: the ramp beats the line by Delta BIC >= 6 (chi-square with the
+     known noise, k ln n penalty for 4 vs 2 parameters; "strong" evidence, Kass & Raftery
+     1995); at least two points lie at or before the onset; the level before the onset is near
+     chance (at most ``max(3 sigma, 0.1 (1 - chance))`` above chance, or anywhere below it);
+     the rise f1 - f0 exceeds ``5 sigma``; and the rise is sharp: u_end - u_on is at most
+     ``MAX_RISE_DECADES = 1`` decade. (Without the last condition every learning curve over
+     training steps would count: all tasks sit at chance for the first ~1000 steps and then
+     climb gradually over 2-3 decades of tokens.) The onset is 10**u_on, with a bootstrap
+     interval (points resampled over models and drawn from N(value, stderr^2)).
+   * ``smooth`` -- otherwise: a monotone trend, gradual, or not flat near chance first.
 4. Companion. When rows of a continuous companion metric are given (log-probability of the
    right answer; a perplexity ``ppl`` is turned into -ln ppl), the same criterion runs on it.
    ``companion_smooth`` is True when it is not emergent, i.e. the jump is (per Schaeffer et al.)
@@ -52,7 +54,7 @@ Z_PEAK = 3.0
 FLAT_SIGMAS = 3.0
 RISE_SIGMAS = 5.0
 DELTA_BIC = 6.0
-NEAR_CHANCE = 0.05
+NEAR_CHANCE = 0.1  # fraction of the headroom above chance, (1 - chance)
 MAX_RISE_DECADES = 1.0
 
 
@@ -88,20 +90,33 @@ def _line(u, y, w):
     return coef, fit, float(np.sum(((fit - y) * w) ** 2))
 
 
-def _hinge(u, y, w, n_grid=60):
-    """Best flat-then-linear fit: returns (u_on, f0, b, fitted, chi2)."""
-    us = np.sort(np.unique(u))
-    grid = np.linspace(us[0], us[-1], n_grid)
-    best = None
-    for u_on in grid:
-        h = np.maximum(0.0, u - u_on)
-        A = np.stack([np.ones_like(u), h], 1)
-        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
-        fit = A @ coef
-        chi2 = float(np.sum(((fit - y) * w) ** 2))
-        if best is None or chi2 < best[4] - 1e-12:
-            best = (float(u_on), float(coef[0]), float(coef[1]), fit, chi2)
-    return best
+def _ramp(u, y, w, n_grid=41):
+    """Best flat-rise-flat fit over a grid of (u_on, u_end): (u_on, u_end, f0, f1, fitted, chi2).
+
+    For fixed (u_on, u_end) the model is linear in (f0, f1 - f0); solved in closed form for all
+    grid pairs at once.
+    """
+    grid = np.linspace(float(u.min()), float(u.max()), n_grid)
+    a, b = np.meshgrid(grid, grid, indexing="ij")
+    keep = b > a + 1e-9
+    on, end = a[keep], b[keep]
+    r = np.clip((u[None, :] - on[:, None]) / (end - on)[:, None], 0.0, 1.0)   # (G, n)
+    ww = w ** 2
+    s0, s1, s11 = ww.sum(), (r * ww).sum(1), (r * r * ww).sum(1)
+    sy, sry = (ww * y).sum(), (r * ww * y).sum(1)
+    det = s0 * s11 - s1 ** 2
+    det = np.where(np.abs(det) < 1e-12, np.nan, det)
+    c0 = (s11 * sy - s1 * sry) / det
+    c1 = (s0 * sry - s1 * sy) / det
+    fit = c0[:, None] + c1[:, None] * r
+    chi2 = (((fit - y[None, :]) * w[None, :]) ** 2).sum(1)
+    chi2 = np.where(np.isfinite(chi2), chi2, np.inf)
+    # among near-ties prefer the widest ramp (the least "sharp" reading of the data)
+    best_chi2 = chi2.min()
+    ties = np.nonzero(chi2 <= best_chi2 + 1e-6 * max(best_chi2, 1.0))[0]
+    i = ties[np.argmax((end - on)[ties])]
+    return (float(on[i]), float(end[i]), float(c0[i]), float(c0[i] + c1[i]), fit[i],
+            float(chi2[i]))
 
 
 def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[float] | None = None,
@@ -128,20 +143,20 @@ def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[floa
     w = 1.0 / se
     sigma = float(np.median(se))
     coef, line_fit, chi2_line = _line(u, y, w)
-    u_on, f0, b, hinge_fit, chi2_hinge = _hinge(u, y, w)
+    u_on, u_end, f0, f1, ramp_fit, chi2_ramp = _ramp(u, y, w)
     line_change = float(coef[1] * (u.max() - u.min()))
-    rise = float(hinge_fit.max() - hinge_fit.min())
-    # BIC with known noise: chi2 + k ln n (line k=2, hinge k=3)
-    delta_bic = float((chi2_line + 2 * math.log(n)) - (chi2_hinge + 3 * math.log(n)))
+    rise = float(f1 - f0)
+    # BIC with known noise: chi2 + k ln n (line k=2, ramp k=4)
+    delta_bic = float((chi2_line + 2 * math.log(n)) - (chi2_ramp + 4 * math.log(n)))
     common = dict(n_points=n, x_name=x_name, sigma=sigma, delta_bic=delta_bic, rise=rise)
 
     # peak / inverse
     i_peak = int(np.argmax(y))
     drop = float(y[i_peak] - y[-1])
     drop_z = drop / math.sqrt(se[i_peak] ** 2 + se[-1] ** 2)
-    if abs(line_change) < FLAT_SIGMAS * sigma and rise < FLAT_SIGMAS * sigma and drop_z < Z_PEAK:
+    if abs(line_change) < FLAT_SIGMAS * sigma and abs(rise) < FLAT_SIGMAS * sigma and drop_z < Z_PEAK:
         return EmergenceResult("flat", f"no detectable trend: the line changes by "
-                               f"{line_change:+.3f} and the hinge rises by {rise:.3f} over the "
+                               f"{line_change:+.3f} and the ramp rises by {rise:+.3f} over the "
                                f"range, both under {FLAT_SIGMAS:g} x noise ({sigma:.3f})", **common)
     if i_peak < n - 1 and drop_z > Z_PEAK:
         verdict = "inverse" if line_change < -FLAT_SIGMAS * sigma else "peaked"
@@ -156,21 +171,20 @@ def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[floa
 
     before = int(np.sum(u <= u_on + 1e-9))
     ref = chance if chance is not None else float(np.min(y))
-    near = f0 <= ref + max(FLAT_SIGMAS * sigma, NEAR_CHANCE)
-    top = f0 + 0.9 * (float(np.max(y)) - f0)
-    reached = np.nonzero((u >= u_on - 1e-9) & (y >= top))[0]
-    rise_decades = float(u[reached[0]] - u_on) if len(reached) else math.inf
-    conds = {"hinge beats line (dBIC >= %g)" % DELTA_BIC: delta_bic >= DELTA_BIC,
+    headroom = (1.0 - ref) if chance is not None and ref < 1 else max(float(np.ptp(y)), 1e-3)
+    near = f0 <= ref + max(FLAT_SIGMAS * sigma, NEAR_CHANCE * headroom)
+    rise_decades = u_end - u_on
+    conds = {"ramp beats line (dBIC >= %g)" % DELTA_BIC: delta_bic >= DELTA_BIC,
              ">= 2 points before onset": before >= 2,
              "flat level near/below chance": bool(near),
-             "rise > %g x noise" % RISE_SIGMAS: rise > RISE_SIGMAS * sigma and b > 0,
-             "sharp (90%% of the rise within %g decade)" % MAX_RISE_DECADES:
-                 rise_decades <= MAX_RISE_DECADES}
+             "rise > %g x noise" % RISE_SIGMAS: rise > RISE_SIGMAS * sigma,
+             "sharp (rise within %g decade)" % MAX_RISE_DECADES:
+                 rise_decades <= MAX_RISE_DECADES + 1e-9}
     if all(conds.values()):
         lo, hi = _onset_interval(u, y, se, n_boot, seed)
         return EmergenceResult(
             "emergent", f"flat at {f0:.3f} (chance {ref:.3f}) up to {x_name}={10 ** u_on:.3g}, "
-            f"then rises by {rise:.3f} within {rise_decades:.2f} decades; hinge beats a line by "
+            f"then rises by {rise:.3f} within {rise_decades:.2f} decades; the ramp beats a line by "
             f"dBIC {delta_bic:.1f}", onset_x=float(10 ** u_on), onset_lower=lo, onset_upper=hi,
             level_before=f0, rise_decades=rise_decades, **common)
     failed = [k for k, v in conds.items() if not v]
@@ -190,7 +204,7 @@ def _onset_interval(u, y, se, n_boot, seed, level=0.9):
         if len(np.unique(u[idx])) < 4:
             continue
         yb = y[idx] + rng.standard_normal(n) * se[idx]
-        ons.append(_hinge(u[idx], yb, 1.0 / se[idx], n_grid=40)[0])
+        ons.append(_ramp(u[idx], yb, 1.0 / se[idx], n_grid=25)[0])
     if not ons:
         return None, None
     q = np.quantile(ons, [(1 - level) / 2, 1 - (1 - level) / 2])

@@ -1,0 +1,217 @@
+"""`evalsuite fit | emergence | predict | backtest`: scaling laws over the results store."""
+
+from __future__ import annotations
+
+from ._common import (CliError, add_json_arg, add_results_arg, emit_records, frame_records,
+                      parse_list)
+
+
+def _common_args(p, *, series_required: bool = False) -> None:
+    add_results_arg(p)
+    p.add_argument("--series", required=series_required, metavar="NAME",
+                   help="series name (as in the rows: pythia, pythia-deduped, ladder, ...)")
+    p.add_argument("--tasks", metavar="A,B", help="comma-separated tasks (default: all scored)")
+    p.add_argument("--group", choices=["core", "mmlu", "other"],
+                   help="only this task group (core: lambada_openai piqa winogrande arc_easy "
+                        "arc_challenge sciq; mmlu: its subjects)")
+    p.add_argument("--num-fewshot", type=int, default=0,
+                   help="shots of the rows to use (default 0; -1 for any)")
+    p.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    add_json_arg(p)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fit", help="fit a scaling law per task (final checkpoints of a series)")
+    _common_args(p, series_required=True)
+    p.add_argument("--form", default="auto", choices=["auto", "power", "sigmoid", "linear", "flat"])
+    p.add_argument("--x", default="compute_flops",
+                   choices=["compute_flops", "n_params", "n_params_nonembedding", "tokens_seen",
+                            "model_bits"])
+    p.add_argument("--max-params", type=float, help="fit only sizes up to this many parameters")
+    p.add_argument("--exclude-sizes", metavar="A,B", help="size labels to leave out")
+    p.add_argument("--report", action="store_true", help="print each fit's full report")
+    p.set_defaults(func=run_fit)
+
+    p = sub.add_parser("emergence", help="classify each task's curve: flat, smooth, emergent, "
+                                         "peaked or inverse (docs/scaling.md)")
+    _common_args(p)
+    p.add_argument("--across", choices=["sizes", "steps"], default="sizes",
+                   help="final checkpoints across sizes (x = compute), or training steps of "
+                        "each size (x = tokens seen)")
+    p.add_argument("--size", help="with --across steps: only this size")
+    p.add_argument("--x", help="x axis (default compute_flops across sizes, tokens_seen across "
+                               "steps)")
+    p.add_argument("--explain", action="store_true", help="print each verdict's explanation")
+    p.set_defaults(func=run_emergence)
+
+    p = sub.add_parser("predict", help="predicted scores with 90%% intervals for new sizes")
+    _common_args(p, series_required=True)
+    p.add_argument("--sizes", required=True, metavar="A,B", help="size labels, e.g. 6.9b,12b")
+    p.add_argument("--params", metavar="LABEL=N,...",
+                   help="parameter counts for labels that are not in the rows (e.g. 7b=6.7e9)")
+    p.add_argument("--max-params", type=float,
+                   help="fit only sizes up to this many parameters (default: below the smallest "
+                        "requested size)")
+    p.add_argument("--exclude-sizes", metavar="A,B", help="size labels to leave out of the fit")
+    p.add_argument("--from-steps", action="store_true",
+                   help="also use intermediate checkpoints (size x tokens law)")
+    p.add_argument("--level", type=float, default=0.9)
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser("backtest", help="hold out the largest sizes, predict them, compare with "
+                                        "baselines (B1 last score, B2 line in log-params)")
+    _common_args(p)
+    p.add_argument("--holdout", default="2", metavar="K|A,B",
+                   help="number of largest sizes to hold out, or their labels (default 2)")
+    p.add_argument("--exclude-sizes", metavar="A,B", help="size labels to leave out")
+    p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--detail", action="store_true", help="one row per task and held-out size")
+    p.set_defaults(func=run_backtest)
+
+
+def _load(args):
+    from pathlib import Path
+
+    from ..store import ResultStore
+
+    if not Path(args.results).is_dir():
+        raise CliError(f"results folder {args.results} does not exist: run `evalsuite run` or "
+                       "`evalsuite import PATH` first, or pass --results DIR")
+    frame = ResultStore(args.results).to_frame()
+    if frame.empty:
+        raise CliError(f"no rows in {args.results}: run `evalsuite run` or `evalsuite import PATH`")
+    if getattr(args, "num_fewshot", -1) is not None and args.num_fewshot >= 0:
+        frame = frame[frame["num_fewshot"] == args.num_fewshot]
+    series = getattr(args, "series", None)
+    if series:
+        names = parse_list(series)
+        missing = set(names) - set(frame["series"].unique())
+        if missing:
+            raise CliError(f"series {sorted(missing)} not in {args.results} (has: "
+                           f"{sorted(frame['series'].unique())})")
+        frame = frame[frame["series"].isin(names)]
+    return frame
+
+
+def _tasks(args, frame):
+    from ..scaling import task_group
+
+    tasks = parse_list(args.tasks) or sorted(frame.loc[frame["is_primary"].astype(bool), "task"]
+                                             .unique())
+    if args.group:
+        tasks = [t for t in tasks if task_group(t) == args.group]
+    if not tasks:
+        raise CliError("no tasks selected: check --tasks / --group against `evalsuite results`")
+    return tasks
+
+
+def run_fit(args) -> int:
+    from ..scaling import FitError, ScalingLaw, select_points
+
+    frame = _load(args)
+    law = ScalingLaw(form=args.form, x=args.x, n_boot=args.n_boot, seed=args.seed)
+    records, reports = [], []
+    for task in _tasks(args, frame):
+        rows = select_points(frame, task=task, step="final", max_params=args.max_params)
+        if args.exclude_sizes:
+            rows = rows[~rows["size"].isin(parse_list(args.exclude_sizes))]
+        try:
+            fit = law.fit(rows)
+        except FitError as e:
+            records.append({"task": task, "error": str(e)})
+            continue
+        s = fit.summary()
+        rec = {"task": task, "metric": s["metric"], "form": s["form"], "n": s["n_points"]}
+        rec.update({k: v for k, v in s["params"].items()})
+        rec.update({"aicc": s["aicc"], "bic": s["bic"]})
+        records.append(rec if not args.json else {**rec, "summary": s})
+        reports.append(fit.report())
+    if args.json:
+        emit_records(records, as_json=True)
+    elif args.report:
+        print("\n\n".join(reports))
+    else:
+        emit_records(records)
+    return 0
+
+
+def run_emergence(args) -> int:
+    from ..scaling import emergence_table
+
+    frame = _load(args)
+    tasks = _tasks(args, frame)
+    table = emergence_table(frame, across=args.across, size=args.size, x=args.x, tasks=tasks,
+                            num_fewshot=None, n_boot=args.n_boot)
+    if table.empty:
+        raise CliError("nothing to classify (need at least 4 distinct x values per curve)")
+    records = frame_records(table)
+    if args.json:
+        emit_records(records, as_json=True)
+        return 0
+    cols = ["series", "size", "task", "verdict", "onset_x", "onset_lower", "onset_upper", "rise",
+            "rise_decades", "delta_bic", "companion_verdict"]
+    emit_records(records, columns=[c for c in cols if c in table.columns])
+    if args.explain:
+        print()
+        for r in records:
+            print(f"{r['series']} {r['size']} {r['task']}: {r['verdict']}: {r['explanation']}")
+    return 0
+
+
+def run_predict(args) -> int:
+    from ..scaling import FitError, ScalingLaw, predict_sizes
+
+    frame = _load(args)
+    params = {}
+    for item in parse_list(args.params):
+        label, _, value = item.partition("=")
+        try:
+            params[label.strip()] = float(value)
+        except ValueError:
+            raise CliError(f"--params {item!r}: write LABEL=COUNT, e.g. 7b=6.7e9") from None
+    try:
+        table = predict_sizes(frame, series=args.series, sizes=parse_list(args.sizes),
+                              tasks=_tasks(args, frame), num_fewshot=None, level=args.level,
+                              law=ScalingLaw(x="n_params", n_boot=args.n_boot, seed=args.seed),
+                              params=params, max_params=args.max_params,
+                              from_steps=args.from_steps,
+                              exclude_sizes=parse_list(args.exclude_sizes))
+    except FitError as e:
+        raise CliError(str(e)) from e
+    records = frame_records(table)
+    cols = ["task", "size", "n_params", "predicted", "lower", "upper", "extrapolated",
+            "distance_decades", "actual", "form", "n_fit"]
+    emit_records(records, columns=[c for c in cols if c in table.columns] if len(table) else None,
+                 as_json=args.json)
+    return 0
+
+
+def run_backtest(args) -> int:
+    import pandas as pd
+
+    from ..scaling import FitError, ScalingLaw, backtest, summarize_backtest, task_group
+
+    frame = _load(args)
+    tasks = _tasks(args, frame)
+    holdout: int | list[str]
+    holdout = int(args.holdout) if args.holdout.isdigit() else parse_list(args.holdout)
+    groups = [args.group] if args.group else ["core", "mmlu", "other"]
+    results = []
+    for series in sorted(frame["series"].unique()):
+        try:
+            results.append(backtest(frame, series=series, holdout=holdout, tasks=tasks,
+                                    exclude_sizes=parse_list(args.exclude_sizes), num_fewshot=None,
+                                    level=args.level, groups=groups,
+                                    law=ScalingLaw(x="n_params", n_boot=args.n_boot,
+                                                   seed=args.seed)))
+        except FitError as e:
+            if args.series:
+                raise CliError(f"{series}: {e}") from e
+    result = pd.concat(results) if results else pd.DataFrame()
+    if result.empty:
+        raise CliError("no task could be back-tested (each needs 4 fitted sizes and the "
+                       "held-out sizes); check --series and --holdout")
+    table = result if args.detail else summarize_backtest(result)
+    emit_records(frame_records(table), as_json=args.json)
+    return 0
