@@ -82,6 +82,13 @@ def test_place_our_results(capsys, tmp_path, obs_dir):
     out = _json(capsys, ["obs", "place", "--data", obs_dir, "--results", str(tmp_path), "--json"])
     assert out[0]["model"] == "ours-7b@final:fp32" and out[0]["n_observed"] == 6
     assert 22.5 < out[0]["pc1_equivalent_log10_flops"] < 23.5
+    out = _json(capsys, ["obs", "place", "--data", obs_dir, "--results", str(tmp_path), "--json",
+                         "--target", "base_llm_emergent_capability_eval.csv:arithmetic_2dm_2_acc",
+                         "--bootstrap", "20"])
+    row = out[0]
+    assert row["obs_lower"] <= row["pred_arithmetic_2dm_2_acc"] <= row["obs_upper"]
+    assert isinstance(row["pred_extrapolated"], bool)
+    assert 22.5 < row["equivalent_log10_flops"] < 23.5
 
 
 def test_missing_data_is_a_clear_error(capsys, tmp_path):

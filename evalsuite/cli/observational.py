@@ -384,6 +384,25 @@ def _cmd_place(args) -> int:
         raise CliError(f"{args.results}: no primary-metric rows for the capability benchmarks "
                        f"({', '.join(obs.DEFAULT_TASK_BENCHMARKS)}); run those tasks first")
     placed = obs.place_models(pca, ours, d.frame, reference_family=d.reference_family)
+    if args.target:
+        # fit the PC model on every public model with a target score, then predict ours
+        y, chance, _ = _target(d, args.target)
+        train = [m for m in d.frame["model"] if m in set(y.dropna().index)]
+        est = obs.ObservationalPredictor(
+            method="pc", n_components=args.components, benchmarks=d.benchmarks,
+            reference_family=d.reference_family,
+            regression=obs.SigmoidRegression(chance=chance, n_bootstrap=args.bootstrap,
+                                             seed=args.seed))
+        try:
+            fitted = est.fit(d.frame, y, train, target_name=str(y.name))
+        except obs.ObsDataError as e:
+            raise CliError(str(e)) from e
+        pred = fitted.predict(ours, level=args.level)
+        keep = ["model", "mean", "lower", "upper", "obs_lower", "obs_upper", "extrapolated",
+                "equivalent_log10_flops"]
+        pred = pred[[c for c in keep if c in pred.columns]].rename(columns={
+            "mean": f"pred_{y.name}", "extrapolated": "pred_extrapolated"})
+        placed = placed.merge(pred, on="model", how="left")
     emit_records(frame_records(placed), as_json=args.json, float_fmt="{:.3f}")
     return 0
 
@@ -462,6 +481,12 @@ def register(subparsers) -> None:
     p = sub.add_parser("place", help="place our own checkpoints (results store) in the space")
     _common(p)
     p.add_argument("--results", default="results", metavar="DIR", help="results folder")
+    p.add_argument("--target", default=None, metavar="FILE:COLUMN",
+                   help="also predict this target for our checkpoints (PC model fitted on every "
+                        "public model with the target)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits (default 200)")
+    p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_place)
 
     obs.set_defaults(func=lambda args: (obs.print_help(), 2)[1])

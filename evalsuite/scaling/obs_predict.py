@@ -66,6 +66,7 @@ class FittedSigmoid:
     n_train: int
     train_mse: float
     seed: int
+    y_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def floor_free(self) -> bool:
@@ -88,6 +89,8 @@ class FittedSigmoid:
             boots = np.stack([_sigmoid_curve(t, z, self.floor_free) for t in self.boot_theta])
             rng = np.random.default_rng(self.seed + 1)
             noisy = boots + rng.choice(self.residuals, size=boots.shape, replace=True)
+            # a new score cannot leave the scale: [min(0, lowest training y), max(1, highest)]
+            noisy = np.clip(noisy, self.y_range[0], self.y_range[1])
             out["lower"], out["upper"] = np.quantile(boots, [alpha, 1 - alpha], axis=0)
             out["obs_lower"], out["obs_upper"] = np.quantile(noisy, [alpha, 1 - alpha], axis=0)
         else:
@@ -175,7 +178,8 @@ class SigmoidRegression:
                    chance=float(self.chance), x_mean=frz(x_mean), x_scale=frz(x_scale),
                    x_min=frz(x.min(axis=0)), x_max=frz(x.max(axis=0)), theta=frz(theta),
                    boot_theta=frz(boot_theta), residuals=frz(y - fit), n_train=n,
-                   train_mse=float(np.mean((y - fit) ** 2)), seed=self.seed)
+                   train_mse=float(np.mean((y - fit) ** 2)), seed=self.seed,
+                   y_range=(min(0.0, float(y.min())), max(1.0, float(y.max()))))
         for v in res.values():
             if isinstance(v, np.ndarray):
                 v.setflags(write=False)
