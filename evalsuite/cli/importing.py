@@ -46,12 +46,12 @@ def run(args) -> int:
             written = store.append(fresh)
         except StoreError as e:
             raise CliError(str(e)) from e
-    frame = pd.DataFrame([{"series": r.series, "size": r.size, "step": r.step,
+    frame = pd.DataFrame([{"series": r.series, "size": r.size, "checkpoint": r.checkpoint_id,
                            "num_fewshot": r.num_fewshot, "task": r.task} for r in rows])
     records = []
     if len(frame):
         g = frame.groupby(["series", "size", "num_fewshot"], dropna=False)
-        summary = g.agg(checkpoints=("step", "nunique"), tasks=("task", "nunique"),
+        summary = g.agg(checkpoints=("checkpoint", "nunique"), tasks=("task", "nunique"),
                         rows=("task", "size")).reset_index()
         records = summary.to_dict(orient="records")
     emit_records(records, columns=["series", "size", "num_fewshot", "checkpoints", "tasks", "rows"],

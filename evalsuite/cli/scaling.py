@@ -173,7 +173,8 @@ def run_predict(args) -> int:
     try:
         table = predict_sizes(frame, series=args.series, sizes=parse_list(args.sizes),
                               tasks=_tasks(args, frame), num_fewshot=None, level=args.level,
-                              law=ScalingLaw(x="n_params", n_boot=args.n_boot, seed=args.seed),
+                              law=ScalingLaw(x="n_params", n_boot=args.n_boot, seed=args.seed,
+                                             compare_forms=False),
                               params=params, max_params=args.max_params,
                               from_steps=args.from_steps,
                               exclude_sizes=parse_list(args.exclude_sizes))
@@ -204,7 +205,7 @@ def run_backtest(args) -> int:
                                     exclude_sizes=parse_list(args.exclude_sizes), num_fewshot=None,
                                     level=args.level, groups=groups,
                                     law=ScalingLaw(x="n_params", n_boot=args.n_boot,
-                                                   seed=args.seed)))
+                                                   seed=args.seed, compare_forms=False)))
         except FitError as e:
             if args.series:
                 raise CliError(f"{series}: {e}") from e
