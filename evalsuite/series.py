@@ -86,9 +86,13 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
                 raise SeriesError(f"{path} is truncated ({size} bytes): not a safetensors file. "
                                   "Re-copy or re-save the checkpoint.")
             (n,) = struct.unpack("<Q", raw)
-            if n <= 0 or n > min(size - 8, 100_000_000):
+            if n <= 0 or n > 100_000_000:
                 raise SeriesError(f"{path} has a corrupt safetensors header (length {n} for a "
                                   f"{size}-byte file). Re-copy or re-save the checkpoint.")
+            if n > size - 8:
+                raise SeriesError(f"{path} is truncated: its header alone needs {n + 8} bytes but "
+                                  f"the file has {size}. Re-copy the checkpoint (an interrupted "
+                                  "download or save?).")
             header = json.loads(fh.read(n).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SeriesError(f"{path} has a corrupt safetensors header ({e.__class__.__name__}). "
