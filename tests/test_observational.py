@@ -238,3 +238,36 @@ def test_sigmoid_floor_bounded_by_chance():
     assert fit0.floor == 0.0
     with pytest.raises(ObsDataError, match="training models"):
         SigmoidRegression(n_bootstrap=0).fit(x[:3], y[:3], feature_names=["a", "b"])
+
+
+def test_estimator_contract(paper):
+    """One contract over every estimator: keyword-only frozen hyperparameters, fit returns an
+    immutable result whose summary() is JSON-ready and report() is text."""
+    import dataclasses
+
+    from evalsuite.scaling.observational import ObservationalPredictor, split_by_flops
+
+    x, y = _synthetic()
+    pca = CapabilityPCA().fit(paper)
+    target = pd.Series(np.linspace(0, 1, len(paper)), index=paper["model"], name="t")
+    cases = [
+        (CapabilityPCA, lambda e: e.fit(paper)),
+        (FamilyEfficiency, lambda e: e.fit(pca.transform(paper), paper)),
+        (SigmoidRegression, lambda e: dataclasses.replace(e, n_bootstrap=10).fit(
+            x, y, feature_names=["a", "b"])),
+        (ObservationalPredictor, lambda e: dataclasses.replace(
+            e, regression=SigmoidRegression(n_bootstrap=10)).fit(
+            paper, target, split_by_flops(paper, 84e21)[0])),
+    ]
+    for cls, fit in cases:
+        with pytest.raises(TypeError):
+            cls(1)
+        est = cls()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            est.seed = 1
+        fitted = fit(est)
+        json.dumps(fitted.summary())
+        assert isinstance(fitted.report(), str) and fitted.report()
+        field = dataclasses.fields(fitted)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(fitted, field, None)

@@ -72,6 +72,11 @@ class FittedSigmoid:
     def floor_free(self) -> bool:
         return self.theta.shape[0] == len(self.feature_names) + 2
 
+    def boot_weights(self) -> np.ndarray:
+        """Bootstrap weights w on the raw feature scale, shape (B, d)."""
+        d = len(self.feature_names)
+        return self.boot_theta[:, 1:1 + d] / self.x_scale if len(self.boot_theta) else np.empty((0, d))
+
     def linear_predictor(self, x: np.ndarray) -> np.ndarray:
         return self.intercept + np.asarray(x, float) @ self.weights
 
@@ -272,6 +277,15 @@ class FittedObservationalPredictor:
             out["equivalent_log10_flops"] = eq
             lo, hi = self.reference_range
             out["equivalent_extrapolated"] = ~((eq >= lo) & (eq <= hi))
+            boots = self.sigmoid.boot_weights()
+            if len(boots):
+                d = boots @ self.reference_slope                       # (B,)
+                num = x @ boots.T - (boots @ self.reference_intercept)  # (n, B)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    eqb = np.where(d != 0, num / d, np.nan)
+                alpha = (1 - level) / 2
+                out["equivalent_lower"] = np.nanquantile(eqb, alpha, axis=1)
+                out["equivalent_upper"] = np.nanquantile(eqb, 1 - alpha, axis=1)
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -454,8 +468,9 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
         if method == "pc":
             for c in ("lower", "upper", "obs_lower", "obs_upper", "extrapolated"):
                 pred[f"pc_{c}"] = p[c].to_numpy()
-            if "equivalent_log10_flops" in p:
-                pred["equivalent_log10_flops"] = p["equivalent_log10_flops"].to_numpy()
+            for c in ("equivalent_log10_flops", "equivalent_lower", "equivalent_upper"):
+                if c in p:
+                    pred[c] = p[c].to_numpy()
     is_test = pred["role"] == "test"
     common = is_test & pred[[f"pred_{m}" for m in methods]].notna().all(axis=1)
     metrics = []
