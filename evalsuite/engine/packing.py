@@ -14,6 +14,12 @@ and the scores equal lm-eval's one-request-per-row scores up to float rounding.
 
 This is the tree-attention idea used for speculative decoding and shared-prefix batching
 (e.g. SpecInfer, Miao et al. 2023; Hydragen, Juravsky et al. 2024), applied to scoring.
+
+It runs in two passes so the long part keeps the fast causal attention kernel: pass 1 feeds the
+contexts (plain causal attention, no mask, keys and values kept), pass 2 feeds only the
+continuation segments with a small ``[segments x (context + segments)]`` mask over the cached
+keys. A row with a single continuation needs no mask at all and is fed in one causal pass,
+context and continuation together, as lm-eval does.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ class PackedRow:
     @property
     def length(self) -> int:
         return len(self.context) + sum(len(u.continuation) - 1 for u in self.units)
+
+    @property
+    def needs_second_pass(self) -> bool:
+        return len(self.units) > 1 and any(len(u.continuation) > 1 for u in self.units)
 
 
 def truncate_unit(request_index: int, context: tuple[int, ...], continuation: tuple[int, ...],
@@ -64,7 +74,8 @@ def pack_units(units: list[ScoreUnit], *, max_length: int, share_context: bool =
     A row always holds at least one unit; further units sharing the context are added while
     the row stays within ``max_length`` (the longest row lm-eval itself would build), otherwise
     a new row repeats the context. With ``share_context=False`` every unit gets its own row.
-    Rows come back longest first, so batches of neighbours pad little.
+    Rows come back single-pass rows first, each kind longest first, so batches of neighbours
+    are of one kind and pad little.
     """
     rows: list[PackedRow] = []
     if share_context:
@@ -79,57 +90,111 @@ def pack_units(units: list[ScoreUnit], *, max_length: int, share_context: bool =
             row.units.append(unit)
     else:
         rows = [PackedRow(u.context, [u]) for u in units]
-    rows.sort(key=lambda r: (-r.length, r.context))
+    rows.sort(key=lambda r: (r.needs_second_pass, -r.length, r.context))
     return rows
 
 
-def build_batch(rows: list[PackedRow], *, pad_token_id: int):
-    """Tensors for a batch of rows.
+def batch_rows(rows: list[PackedRow], *, max_rows: int, max_padding: float = 0.1):
+    """Split length-sorted rows into batches of at most ``max_rows`` rows whose padding stays
+    within ``max_padding`` of the batch's tokens (a short row starts a new batch instead)."""
+    i = 0
+    while i < len(rows):
+        width = rows[i].length
+        j, real = i + 1, width
+        while j < len(rows) and j - i < max_rows:
+            if rows[j].needs_second_pass != rows[i].needs_second_pass:
+                break
+            if (j - i + 1) * width - (real + rows[j].length) > max_padding * (j - i + 1) * width:
+                break
+            real += rows[j].length
+            j += 1
+        yield rows[i:j]
+        i = j
 
-    Returns ``(input_ids, position_ids, allowed, targets)``: ``allowed`` is a boolean
-    ``[batch, 1, T, T]`` mask (True = may attend), and ``targets`` lists, per unit, the flat
-    (row * T + position) indices whose outputs predict its tokens, and the tokens themselves.
+
+def _pad(seqs: list[list[int]], value: int):
+    import torch
+
+    out = torch.full((len(seqs), max(1, max(len(x) for x in seqs))), value, dtype=torch.long)
+    for b, seq in enumerate(seqs):
+        if seq:
+            out[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def build_batch(rows: list[PackedRow], *, pad_token_id: int) -> dict:
+    """Tensors for one batch of rows of one kind (see ``PackedRow.needs_second_pass``).
+
+    Returns a dict with ``first_ids`` (pass 1: contexts, or context + continuation for a
+    single-unit row, right-padded), and for two-pass batches ``second_ids``,
+    ``second_positions`` and ``second_allowed`` (a boolean ``[batch, 1, S, C + S]`` mask,
+    True = may attend, over the cached ``C`` context slots and the ``S`` segment slots).
+    ``targets`` are flat indices into the concatenation of pass-1 outputs (``[B * C]``) and
+    pass-2 outputs (``[B * S]``) that predict each unit's tokens, ``tokens`` the tokens, and
+    ``units`` (unit, start, end) slices into those.
     """
     import torch
 
-    width = max(r.length for r in rows)
-    n = len(rows)
-    input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
-    position_ids = torch.zeros((n, width), dtype=torch.long)
-    segment = torch.full((n, width), -1, dtype=torch.long)
-    flat_index: list[int] = []
-    target_tokens: list[int] = []
-    unit_slices: list[tuple[ScoreUnit, int, int]] = []
+    two_pass = rows[0].needs_second_pass
+    first: list[list[int]] = []
+    second: list[list[int]] = []
+    positions: list[list[int]] = []
+    segments: list[list[int]] = []
+    placed = []  # (row b, unit, [(pass, position) per continuation token])
     for b, row in enumerate(rows):
         c = len(row.context)
-        tokens = list(row.context)
-        positions = list(range(c))
-        segments = [0] * c
+        if not two_pass:
+            (unit,) = row.units if len(row.units) == 1 else (None,)
+            if unit is None:  # several one-token continuations: all predicted at c - 1
+                first.append(list(row.context))
+                for u in row.units:
+                    placed.append((b, u, [(1, c - 1)]))
+                continue
+            feed = list(unit.continuation[:-1])
+            first.append(list(row.context) + feed)
+            placed.append((b, unit, [(1, c - 1 + j) for j in range(len(unit.continuation))]))
+            continue
+        first.append(list(row.context))
+        toks, pos, seg = [], [], []
         for s, unit in enumerate(row.units, start=1):
-            cont = unit.continuation
-            start = len(tokens)
-            feed = cont[:-1]
-            tokens.extend(feed)
-            positions.extend(range(c, c + len(feed)))
-            segments.extend([s] * len(feed))
-            first = len(flat_index)
-            # token 0 is predicted at the last context position, token j at feed position j-1
-            flat_index.append(b * width + c - 1)
-            flat_index.extend(b * width + start + j for j in range(len(feed)))
-            target_tokens.extend(cont)
-            unit_slices.append((unit, first, len(flat_index)))
-        length = len(tokens)
-        input_ids[b, :length] = torch.tensor(tokens, dtype=torch.long)
-        position_ids[b, :length] = torch.tensor(positions, dtype=torch.long)
-        segment[b, :length] = torch.tensor(segments, dtype=torch.long)
+            feed = unit.continuation[:-1]
+            start = len(toks)
+            toks.extend(feed)
+            pos.extend(range(c, c + len(feed)))
+            seg.extend([s] * len(feed))
+            placed.append((b, unit, [(1, c - 1)] + [(2, start + j) for j in range(len(feed))]))
+        second.append(toks)
+        positions.append(pos)
+        segments.append(seg)
 
-    seg_q = segment[:, :, None]
-    seg_k = segment[:, None, :]
-    idx = torch.arange(width)
-    causal = idx[None, :] <= idx[:, None]
-    allowed = causal[None] & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))
-    # padding queries attend to themselves only, so no softmax row is empty (no NaN)
-    allowed |= torch.eye(width, dtype=torch.bool)[None]
-    return (input_ids, position_ids, allowed[:, None],
-            (torch.tensor(flat_index, dtype=torch.long),
-             torch.tensor(target_tokens, dtype=torch.long), unit_slices))
+    first_ids = _pad(first, pad_token_id)
+    width1 = first_ids.shape[1]
+    batch: dict = {"first_ids": first_ids, "first_real": sum(len(x) for x in first)}
+    width2 = 0
+    if two_pass:
+        second_ids = _pad(second, pad_token_id)
+        width2 = second_ids.shape[1]
+        pos_t = _pad(positions, 0)
+        seg_t = _pad(segments, -1)
+        ctx_len = torch.tensor([len(r.context) for r in rows])
+        ctx_ok = torch.arange(width1)[None, :] < ctx_len[:, None]            # [B, C]
+        idx = torch.arange(width2)
+        causal = idx[None, :] <= idx[:, None]                                 # [S, S]
+        same = (seg_t[:, :, None] == seg_t[:, None, :]) & (seg_t[:, None, :] >= 0)
+        own = causal[None] & same                                             # [B, S, S]
+        own |= torch.eye(width2, dtype=torch.bool)[None]  # padding rows see themselves: no NaN
+        ctx_part = ctx_ok[:, None, :].expand(-1, width2, -1) & (seg_t[:, :, None] >= 0)
+        batch.update(second_ids=second_ids, second_positions=pos_t,
+                     second_allowed=torch.cat([ctx_part, own], dim=2)[:, None],
+                     second_real=sum(len(x) for x in second))
+    flat, tokens, slices = [], [], []
+    n1 = len(rows) * width1
+    for b, unit, where in placed:
+        lo = len(flat)
+        for pas, p in where:
+            flat.append(b * width1 + p if pas == 1 else n1 + b * width2 + p)
+        tokens.extend(unit.continuation)
+        slices.append((unit, lo, len(flat)))
+    batch.update(targets=torch.tensor(flat, dtype=torch.long),
+                 tokens=torch.tensor(tokens, dtype=torch.long), units=slices)
+    return batch

@@ -5,7 +5,7 @@ vocabulary) and then keeps the continuation positions. Here the transformer body
 packed row, the hidden states at the positions that predict continuation tokens are gathered,
 and only those go through the output head and the log-softmax.
 
-Both shortcuts (packing with position ids and a 4-D mask, and "body then head") are checked on
+Both shortcuts (packing with cached context keys, position ids and a 4-D mask, and "body then head") are checked on
 the loaded model against a plain forward pass before use (``check_fast_paths``); an architecture
 that does not honour them (ALiBi models that ignore position ids, heads with logit soft-capping)
 falls back to the plain path, so scores never change silently.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from .packing import PackedRow, ScoreUnit, build_batch, pack_units
+from .packing import PackedRow, ScoreUnit, batch_rows, build_batch, pack_units
 
 
 @dataclass
@@ -63,26 +63,37 @@ class Scorer:
         zero = torch.zeros((), dtype=dtype, device=allowed.device)
         return torch.where(allowed, zero, torch.finfo(dtype).min)
 
-    def _target_logprobs(self, input_ids, position_ids, allowed, flat_index):
-        """log-softmax rows ``[n_targets, vocab]`` at ``flat_index`` (row * T + position)."""
+    def _forward(self, **kwargs):
+        """(hidden states or logits ``[B, T, D]``, cache) for one pass."""
+        if self.head_only_at_targets:
+            out = self.model.base_model(**kwargs)
+            return out.last_hidden_state, out.past_key_values
+        out = self.model(**kwargs)
+        return out.logits, out.past_key_values
+
+    def _target_logprobs(self, batch: dict):
+        """log-softmax rows ``[n_targets, vocab]`` for the batch's target positions."""
         import torch
-        model = self.model
+
         dev = self.device
-        input_ids = input_ids.to(dev)
-        kwargs = {"use_cache": False}
-        if self.share_context:
-            kwargs["attention_mask"] = self._mask(allowed.to(dev))
-            kwargs["position_ids"] = position_ids.to(dev)
-        flat_index = flat_index.to(dev)
+        two_pass = "second_ids" in batch
         with torch.no_grad(), self._autocast():
+            first, cache = self._forward(input_ids=batch["first_ids"].to(dev),
+                                         use_cache=two_pass)
+            parts = [first.reshape(-1, first.shape[-1])]
+            if two_pass:
+                second, _ = self._forward(
+                    input_ids=batch["second_ids"].to(dev),
+                    position_ids=batch["second_positions"].to(dev),
+                    attention_mask=self._mask(batch["second_allowed"].to(dev)),
+                    past_key_values=cache, use_cache=True)
+                parts.append(second.reshape(-1, second.shape[-1]))
+                del cache
+            out = torch.cat(parts) if len(parts) > 1 else parts[0]
+            out = out.index_select(0, batch["targets"].to(dev))
             if self.head_only_at_targets:
-                hidden = model.base_model(input_ids=input_ids, **kwargs).last_hidden_state
-                hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat_index)
-                logits = model.get_output_embeddings()(hidden)
-            else:
-                logits = model(input_ids=input_ids, **kwargs).logits
-                logits = logits.reshape(-1, logits.shape[-1]).index_select(0, flat_index)
-        return torch.log_softmax(logits.float(), dim=-1)
+                out = self.model.get_output_embeddings()(out)
+        return torch.log_softmax(out.float(), dim=-1)
 
     # ------------------------------------------------------------------ public API
     def score(self, units: list[ScoreUnit], *, max_length: int, batch_size: int | None = None,
@@ -100,20 +111,22 @@ class Scorer:
         i = 0
         while i < len(rows):
             n = batch_size_fn(rows[i:]) if batch_size_fn is not None else batch_size
-            batch = rows[i:i + max(1, int(n))]
+            batch = next(batch_rows(rows[i:], max_rows=max(1, int(n))))
             i += len(batch)
-            input_ids, position_ids, allowed, (flat_index, target_tokens, slices) = \
-                build_batch(batch, pad_token_id=self.pad_token_id)
-            logprobs = self._target_logprobs(input_ids, position_ids, allowed, flat_index)
-            target_tokens = target_tokens.to(logprobs.device)
+            tensors = build_batch(batch, pad_token_id=self.pad_token_id)
+            logprobs = self._target_logprobs(tensors)
+            target_tokens = tensors["tokens"].to(logprobs.device)
+            slices = tensors["units"]
             token_lp = logprobs.gather(1, target_tokens[:, None])[:, 0].cpu()
             greedy = (logprobs.argmax(dim=-1) == target_tokens).cpu()
             for unit, lo, hi in slices:
                 results[unit.request_index] = (float(token_lp[lo:hi].sum()),
                                                bool(greedy[lo:hi].all()))
-            real = sum(r.length for r in batch)
+            real = tensors["first_real"] + tensors.get("second_real", 0)
+            fed = tensors["first_ids"].numel() + (
+                tensors["second_ids"].numel() if "second_ids" in tensors else 0)
             self.stats.tokens_forwarded += real
-            self.stats.tokens_padded += input_ids.numel() - real
+            self.stats.tokens_padded += fed - real
             self.stats.forward_calls += 1
             self.stats.batch_sizes.append(len(batch))
             if progress is not None:
@@ -138,6 +151,8 @@ class Scorer:
         ctx = tuple(torch.randint(0, hi, (9,), generator=gen).tolist())
         conts = [tuple(torch.randint(0, hi, (k,), generator=gen).tolist()) for k in (3, 1, 4)]
         units = [ScoreUnit(i, ctx, c) for i, c in enumerate(conts)]
+        # a second context with a single continuation exercises the one-pass layout
+        units.append(ScoreUnit(len(units), ctx[:5], conts[2]))
 
         reference = []
         for unit in units:

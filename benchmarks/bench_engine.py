@@ -1,0 +1,292 @@
+"""Engine benchmark: a 4-checkpoint series scored three ways, side by side, in one command.
+
+    python benchmarks/bench_engine.py                      # issue sizes: 300 / 300 / 500 items
+    python benchmarks/bench_engine.py --scale 0.1          # a tenth of the items (quick)
+
+Variants (each in its own subprocess, so peak memory is measured per variant):
+
+- ``evalsuite``: one process; tasks built once; ``create_lm(ckpt, reuse=previous)`` per
+  checkpoint and ``simple_evaluate`` on the same task objects.
+- ``api``: one process; lm-eval's ``HFLM`` + ``simple_evaluate`` per checkpoint, with one
+  ``TaskManager`` built once (over the local task folder only: the strongest form of the API loop).
+- ``cli``: the ``lm_eval`` command once per checkpoint (``--include_path`` to the local tasks).
+
+Tasks: arc_easy 5-shot, hellaswag, lambada_openai built from the real items in
+``../shared/data/benchmarks`` (see ``evalsuite/engine/local_tasks.py``). Models: random
+GPT-NeoX models from ``evalsuite.testing`` (about 4.9M parameters at the default size),
+byte-level tokenizer, fp32 on CPU. Printed: wall-clock per variant and ratios, tokens fed to
+the model against the minimum (every distinct context once plus every continuation once),
+peak resident memory per variant, and whether the metrics agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("EVALSUITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+TASKS = ("es_arc_easy_5shot", "es_hellaswag", "es_lambada_openai")
+PRIMARY = {"es_arc_easy_5shot": "acc,none", "es_hellaswag": "acc,none",
+           "es_lambada_openai": "acc,none"}
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "HF_UPDATE_DOWNLOAD_COUNTS": "0", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ---------------------------------------------------------------------- setup (parent)
+def build_series(root: Path, n: int, hidden: int, layers: int) -> list[Path]:
+    from evalsuite.testing import build_tiny_model, perturb_model
+
+    first = build_tiny_model(root / "step0", hidden_size=hidden, num_layers=layers,
+                             num_heads=max(1, hidden // 64), seed=0)
+    out = [first]
+    for i in range(1, n):
+        out.append(perturb_model(first, root / f"step{i}", scale=0.05 * i, seed=i))
+    return out
+
+
+def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def primary_metrics(results: dict) -> dict:
+    return {t: results["results"][t][PRIMARY[t]] for t in TASKS}
+
+
+# ---------------------------------------------------------------------- variants (children)
+def run_evalsuite(ckpts, task_dir, args) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from evalsuite.engine import create_lm
+
+    tm = TaskManager(include_path=str(task_dir), include_defaults=False)
+    task_objs = list(tm.load(list(TASKS))["tasks"].values())
+    lm, per_ckpt = None, []
+    for i, ckpt in enumerate(ckpts):
+        t0 = time.perf_counter()
+        lm = create_lm(str(ckpt), batch_size=args.batch_size, reuse=lm)
+        minimum = [0]
+        if i == 0:  # count the minimum once (it is the same requests for every checkpoint)
+            original = lm.loglikelihood
+
+            def counted(requests, disable_tqdm=False, _orig=original, _lm=lm):
+                minimum[0] += _lm.minimum_tokens(requests)
+                return _orig(requests, disable_tqdm)
+
+            lm.loglikelihood = counted
+        res = lm_eval.simple_evaluate(model=lm, tasks=task_objs, log_samples=False,
+                                      bootstrap_iters=args.bootstrap_iters, task_manager=tm)
+        stats = lm.stats.as_dict()
+        per_ckpt.append({"checkpoint": str(ckpt), "wall_s": time.perf_counter() - t0,
+                         "metrics": primary_metrics(res), "minimum_tokens": minimum[0],
+                         "tokens_real": stats["tokens_forwarded"],
+                         "tokens_with_padding": stats["tokens_forwarded"] + stats["tokens_padded"],
+                         "reused_model": lm.reused_model, "reused_tokens": lm.reused_tokens})
+    return {"checkpoints": per_ckpt}
+
+
+def run_api(ckpts, task_dir, args) -> dict:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    tm = TaskManager(include_path=str(task_dir), include_defaults=False)
+    per_ckpt = []
+    for ckpt in ckpts:
+        t0 = time.perf_counter()
+        lm = HFLM(pretrained=str(ckpt), device="cpu", batch_size=args.batch_size,
+                  dtype="float32")
+        counts = {"padded": 0}
+        original = lm._model_call
+
+        def counted(inps, *a, _orig=original, **k):
+            counts["padded"] += int(inps.numel())
+            return _orig(inps, *a, **k)
+
+        lm._model_call = counted
+        res = lm_eval.simple_evaluate(model=lm, tasks=list(TASKS), log_samples=False,
+                                      bootstrap_iters=args.bootstrap_iters, task_manager=tm)
+        per_ckpt.append({"checkpoint": str(ckpt), "wall_s": time.perf_counter() - t0,
+                         "metrics": primary_metrics(res),
+                         "tokens_with_padding": counts["padded"]})
+        del lm
+    return {"checkpoints": per_ckpt}
+
+
+def run_cli(ckpts, task_dir, args) -> dict:
+    per_ckpt = []
+    out_root = Path(tempfile.mkdtemp(prefix="bench_engine_cli_"))
+    exe = Path(sys.executable).with_name("lm_eval")
+    for i, ckpt in enumerate(ckpts):
+        t0 = time.perf_counter()
+        out = out_root / f"ckpt{i}"
+        cmd = [str(exe) if exe.exists() else "lm_eval", "--model", "hf", "--model_args",
+               f"pretrained={ckpt},dtype=float32", "--tasks", ",".join(TASKS),
+               "--include_path", str(task_dir), "--device", "cpu",
+               "--batch_size", str(args.batch_size), "--output_path", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, **OFFLINE_ENV})
+        if proc.returncode != 0:
+            raise RuntimeError(f"lm_eval CLI failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        files = sorted(out.rglob("results_*.json"))
+        res = json.loads(files[-1].read_text())
+        per_ckpt.append({"checkpoint": str(ckpt), "wall_s": time.perf_counter() - t0,
+                         "metrics": primary_metrics(res)})
+    return {"checkpoints": per_ckpt, "children_peak_rss_mb": peak_rss_mb(resource.RUSAGE_CHILDREN)}
+
+
+VARIANTS = {"evalsuite": run_evalsuite, "api": run_api, "cli": run_cli}
+
+
+def child_main(args) -> None:
+    """Run one variant and print its JSON report on the last line of stdout."""
+    os.environ.update(OFFLINE_ENV)
+    t0 = time.perf_counter()
+    ckpts = [Path(p) for p in args.checkpoints]
+    report = VARIANTS[args.variant](ckpts, Path(args.task_dir), args)
+    report["in_process_wall_s"] = time.perf_counter() - t0
+    report["peak_rss_mb"] = max(peak_rss_mb(), report.get("children_peak_rss_mb", 0.0))
+    print("BENCH_JSON " + json.dumps(report))
+
+
+# ---------------------------------------------------------------------- driver
+def fmt_ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="fraction of the issue's item counts (300 arc, 300 hellaswag, 500 lambada)")
+    p.add_argument("--checkpoints", type=int, default=4)
+    p.add_argument("--hidden-size", type=int, default=256)
+    p.add_argument("--num-layers", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--bootstrap-iters", type=int, default=100000,
+                   help="for the in-process variants; the lm_eval CLI has no such option and "
+                        "always uses lm-eval's default, 100000, so that is the default here too")
+    p.add_argument("--variants", default="evalsuite,api,cli")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "benchmarks")
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--json-out", type=Path, default=None)
+    # internal: run one variant in this process
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--task-dir", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", dest="checkpoints_list", action="append",
+                   help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.variant:
+        args.checkpoints = args.checkpoints_list
+        child_main(args)
+        return 0
+
+    os.environ.update(OFFLINE_ENV)
+    if not args.data.is_dir():
+        print(f"benchmark data not found at {args.data} (expected ../shared/data/benchmarks; "
+              "set EVALSUITE_SHARED_DATA or --data)", file=sys.stderr)
+        return 2
+    from evalsuite.engine.local_tasks import write_local_tasks
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    counts = {"es_arc_easy_5shot": round(300 * args.scale), "es_hellaswag": round(300 * args.scale),
+              "es_lambada_openai": round(500 * args.scale)}
+    task_dir = work / "tasks"
+    for task, n in counts.items():  # one folder, each task capped at its own item count
+        write_local_tasks(task_dir, args.data, tasks=(task,), max_items=max(1, n))
+    ckpts = build_series(work / "series", args.checkpoints, args.hidden_size, args.num_layers)
+    n_params = _count_params(ckpts[0])
+    print(f"series: {len(ckpts)} checkpoints of {n_params / 1e6:.2f}M parameters "
+          f"(hidden {args.hidden_size}, {args.num_layers} layers), fp32, CPU, "
+          f"torch threads {_threads()}")
+    print("items: " + ", ".join(f"{t} {n}" for t, n in counts.items())
+          + f" (scale {args.scale}); batch size {args.batch_size}; "
+          f"bootstrap_iters {args.bootstrap_iters}")
+
+    reports = {}
+    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        cmd = [sys.executable, __file__, "--variant", variant, "--task-dir", str(task_dir)]
+        for c in ckpts:
+            cmd += ["--checkpoint", str(c)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              env={**os.environ, **OFFLINE_ENV})
+        wall = time.perf_counter() - t0
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{variant}: FAILED\n{proc.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        rep = json.loads(lines[-1][len("BENCH_JSON "):])
+        rep["wall_s"] = wall
+        reports[variant] = rep
+        print(f"  {variant:10s} {wall:8.1f} s   peak RSS {rep['peak_rss_mb']:8.0f} MiB", flush=True)
+
+    print_summary(reports, counts)
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"items": counts, "params": n_params,
+                                             "args": {k: str(v) for k, v in vars(args).items()},
+                                             "reports": reports}, indent=2))
+    return 0
+
+
+def print_summary(reports: dict, counts: dict) -> None:
+    print("\n=== wall clock (whole series, process start to end) ===")
+    for v, r in reports.items():
+        per = ", ".join(f"{c['wall_s']:.1f}" for c in r["checkpoints"])
+        print(f"  {v:10s} {r['wall_s']:8.1f} s   per checkpoint: {per}")
+    if "evalsuite" in reports:
+        base = reports["evalsuite"]["wall_s"]
+        for other in ("cli", "api"):
+            if other in reports:
+                print(f"  evalsuite is {fmt_ratio(reports[other]['wall_s'], base)} faster than {other}")
+
+    print("\n=== tokens fed to the model, per checkpoint (first checkpoint) ===")
+    if "evalsuite" in reports:
+        c = reports["evalsuite"]["checkpoints"][0]
+        mn = c["minimum_tokens"]
+        print(f"  minimum (each distinct context once + each continuation once): {mn}")
+        print(f"  evalsuite: {c['tokens_real']} real ({fmt_ratio(c['tokens_real'], mn)}), "
+              f"{c['tokens_with_padding']} with padding ({fmt_ratio(c['tokens_with_padding'], mn)})")
+        if "api" in reports:
+            a = reports["api"]["checkpoints"][0]["tokens_with_padding"]
+            print(f"  HFLM (api): {a} with padding ({fmt_ratio(a, mn)})")
+
+    print("\n=== peak resident memory per variant process ===")
+    for v, r in reports.items():
+        print(f"  {v:10s} {r['peak_rss_mb']:8.0f} MiB")
+
+    print("\n=== primary metrics agree across variants? ===")
+    names = list(reports)
+    ref = reports[names[0]]["checkpoints"]
+    ok = True
+    for v in names[1:]:
+        for a, b in zip(ref, reports[v]["checkpoints"]):
+            if a["metrics"] != b["metrics"]:
+                ok = False
+                print(f"  MISMATCH {names[0]} vs {v} at {a['checkpoint']}: {a['metrics']} vs {b['metrics']}")
+    print("  identical" if ok else "  (see mismatches above)")
+    for c in ref:
+        print(f"  {Path(c['checkpoint']).name}: {c['metrics']}")
+
+
+def _count_params(path: Path) -> int:
+    from safetensors.torch import load_file
+
+    return sum(t.numel() for t in load_file(path / "model.safetensors").values())
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
