@@ -189,8 +189,10 @@ def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[floa
             level_before=f0, rise_decades=rise_decades, **common)
     failed = [k for k, v in conds.items() if not v]
     return EmergenceResult(
-        "smooth", f"rises by {rise:.3f} ({line_change:+.3f} on a line in log {x_name}); not "
-        f"emergent because not: {'; '.join(failed)}", level_before=f0, **common)
+        "smooth", f"rises by {rise:.3f} over {rise_decades:.2f} decades from {x_name}="
+        f"{10 ** u_on:.3g} (a line in log {x_name}: {line_change:+.3f}; ramp vs line dBIC "
+        f"{delta_bic:.1f}); not emergent because not: {'; '.join(failed)}", level_before=f0,
+        rise_decades=rise_decades, **common)
 
 
 def _onset_interval(u, y, se, n_boot, seed, level=0.9):
