@@ -314,16 +314,24 @@ def readme_page(data: LeaderboardData, version: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render_files(data: LeaderboardData, *, version: str) -> dict[str, bytes]:
-    """All leaderboard files except the manifest, as {relative path: bytes}."""
+def _plot_job(job: tuple) -> bytes:
     from .leaderboard_plots import render_plot_png
+
+    spec, version, prov = job
+    return render_plot_png(spec, version=version, provenance=prov)
+
+
+def render_files(data: LeaderboardData, *, version: str, jobs: int = 1) -> dict[str, bytes]:
+    """All leaderboard files except the manifest, as {relative path: bytes}."""
+    from .leaderboard import parallel_map
 
     files: dict[str, str | bytes] = {}
     plots: dict[str, bytes] = {}
-    for t in data.task_tables:
-        task = t.title[len("Task: "):]
+    tasks = [t.title[len("Task: "):] for t in data.task_tables]
+    pngs = parallel_map(_plot_job, [(data.plots[task], version, provenance(version, t))
+                                    for task, t in zip(tasks, data.task_tables)], jobs)
+    for t, task, png in zip(data.task_tables, tasks, pngs):
         slug = data.task_slugs[task]
-        png = render_plot_png(data.plots[task], version=version, provenance=provenance(version, t))
         plots[task] = png
         files[f"plots/{slug}.png"] = png
         img = f"![score against compute](../plots/{slug}.png)\n"

@@ -29,7 +29,7 @@ from .leaderboard_plots import Curve, PredictedPoint
 __all__ = ["ScalingOutput", "run_scaling", "FIT_SETTINGS", "PREDICTION_LEVEL"]
 
 #: Settings of every leaderboard fit (fixed so the leaderboard's bytes are reproducible).
-FIT_SETTINGS = {"form": "auto", "x": "compute_flops", "n_boot": 60, "seed": 0}
+FIT_SETTINGS = {"form": "auto", "x": "compute_flops", "n_boot": 40, "seed": 0}
 PREDICTION_LEVEL = 0.9
 #: Fewest sizes (distinct final computes) a series needs before it is fitted.
 MIN_SIZES = 4
@@ -144,60 +144,76 @@ def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]
     return out
 
 
-def _fits(cells, sizes: Sequence[str]) -> tuple[Any, dict, dict, str]:
-    try:
-        import numpy as np
+def _fit_group(job: tuple) -> tuple:
+    """Fit one task x series and evaluate it: ("ok", fit form, n points, band, predictions) or
+    ("skip", reason). A pure function of its arguments (it runs in a worker process)."""
+    import numpy as np
 
-        from .scaling.fit import FitError, ScalingLaw
+    from .scaling.fit import FitError, ScalingLaw
+
+    label, points, targets = job
+    try:
+        fit = ScalingLaw(**FIT_SETTINGS).fit(_frame(points))
+    except (FitError, ValueError, ArithmeticError) as e:
+        return ("skip", f"{label}: {e}")
+    x_lo = points[0].compute_flops
+    x_hi = max([points[-1].compute_flops] + [t[3] for t in targets])
+    grid = np.logspace(math.log10(x_lo), math.log10(x_hi), 48)
+    band = fit.predict(grid, level=PREDICTION_LEVEL)
+    band = tuple(tuple(float(v) for v in a) for a in (grid, band.mean, band.lower, band.upper))
+    preds = []
+    for _, _, _, x in targets:
+        p = fit.predict(x, level=PREDICTION_LEVEL)
+        preds.append((float(p.mean), float(p.lower), float(p.upper), bool(p.extrapolated),
+                      float(p.distance)))
+    return ("ok", fit.form, fit.n_points, band, tuple(preds))
+
+
+def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, str]:
+    try:
+        from .scaling.fit import ScalingLaw  # noqa: F401
         from .scaling.predict import resolve_size  # noqa: F401 (the API the targets use)
     except ImportError:
         return None, {}, {}, ("not available: evalsuite.scaling (fit, predict) is missing in "
                               "this install.")
-    from .leaderboard import Table, _digest_of
+    from .leaderboard import Table, _digest_of, parallel_map
 
-    law = ScalingLaw(**FIT_SETTINGS)
     curves: dict[str, list[Curve]] = {}
     predicted: dict[str, list[PredictedPoint]] = {}
     rows, used = [], []
     n_groups = n_fitted = 0
     skipped: list[str] = []
     groups = _groups(cells)
+    todo = []
     for (task, series, shots), group in sorted(groups.items(), key=_group_order):
         n_groups += 1
         points = _final_per_size(group)
         if len({c.compute_flops for c in points}) < MIN_SIZES:
             skipped.append(f"{task}/{series}: {len(points)} sizes with compute")
             continue
-        try:
-            fit = law.fit(_frame(points))
-        except (FitError, ValueError, ArithmeticError) as e:
-            skipped.append(f"{task}/{series}: {e}")
+        todo.append(((task, series, shots), points, _targets(points, sizes)))
+    results = parallel_map(_fit_group, [(f"{k[0]}/{k[1]}", p, t) for k, p, t in todo], jobs)
+    for ((task, series, shots), points, targets), res in zip(todo, results):
+        if res[0] == "skip":
+            skipped.append(res[1])
             continue
+        _, form, n_fit, (grid, mean, lower, upper), preds = res
         n_fitted += 1
         used.extend(points)
         norm = _normaliser(points)
-        targets = _targets(points, sizes)
-        x_lo = points[0].compute_flops
-        x_hi = max([points[-1].compute_flops] + [t[3] for t in targets])
-        grid = np.logspace(math.log10(x_lo), math.log10(x_hi), 48)
-        band = fit.predict(grid, level=PREDICTION_LEVEL)
         several_shots = len({k[2] for k in groups if k[0] == task}) > 1
         label = f"{series} {shots}-shot" if several_shots else series
         curves.setdefault(task, []).append(Curve(
-            label=f"{label} ({fit.form})", x=tuple(float(x) for x in grid),
-            y=tuple(float(norm(v)) for v in band.mean),
-            lower=tuple(float(norm(v)) for v in band.lower),
-            upper=tuple(float(norm(v)) for v in band.upper)))
-        for target, n, src, x in targets:
-            p = fit.predict(x, level=PREDICTION_LEVEL)
+            label=f"{label} ({form})", x=grid, y=tuple(float(norm(v)) for v in mean),
+            lower=tuple(float(norm(v)) for v in lower),
+            upper=tuple(float(norm(v)) for v in upper)))
+        for (target, n, src, x), (p_mean, p_lo, p_hi, extrap, dist) in zip(targets, preds):
             predicted.setdefault(task, []).append(PredictedPoint(
-                label=f"{series} {target}", x=float(x), y=float(norm(p.mean)),
-                lower=float(norm(p.lower)), upper=float(norm(p.upper))))
-            score = norm(p.mean) if points[0].score is not None else None
-            rows.append((task, shots, series, target, float(n), src, float(x), float(p.mean),
-                         float(p.lower), float(p.upper), score,
-                         "yes" if p.extrapolated else "no", float(p.distance), fit.form,
-                         fit.n_points))
+                label=f"{series} {target}", x=float(x), y=float(norm(p_mean)),
+                lower=float(norm(p_lo)), upper=float(norm(p_hi))))
+            score = norm(p_mean) if points[0].score is not None else None
+            rows.append((task, shots, series, target, float(n), src, float(x), p_mean, p_lo,
+                         p_hi, score, "yes" if extrap else "no", dist, form, n_fit))
     note = (f"{n_fitted} of {n_groups} task x series groups fitted"
             + (f"; not fitted: {'; '.join(skipped[:20])}" + ("; ..." if len(skipped) > 20 else "")
                if skipped else "") + ".")
@@ -284,10 +300,11 @@ def _emergence(cells) -> tuple[Any, str]:
               f"interval: 90% bootstrap ({EMERGENCE_BOOT} replicates). Tally: {tally}.")), ""
 
 
-def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = ()) -> ScalingOutput:
+def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = (),
+                jobs: int = 1) -> ScalingOutput:
     """Fits, predictions and emergence verdicts for the leaderboard's cells."""
     notes: dict[str, str] = {}
-    predictions, curves, predicted, note = _fits(cells, tuple(predict_sizes))
+    predictions, curves, predicted, note = _fits(cells, tuple(predict_sizes), jobs)
     if note:
         notes["predictions"] = note
     emergence, note = _emergence(cells)

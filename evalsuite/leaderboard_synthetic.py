@@ -23,8 +23,12 @@ def synthetic_rows(*, series: Sequence[str] = ("ladder",),
                    tasks: Sequence[str] = ("arc_easy", "piqa"),
                    precisions: Sequence[str] = ("fp32",), tokens_per_step: int = 1_000_000,
                    chance: float = 0.25, n_samples: int = 1000, model_bits: bool = False,
-                   seed: int = 0) -> list[ResultRow]:
-    """One primary row (``acc``) and one secondary row (``acc_norm``) per cell."""
+                   midpoint_flops: float = 1e16, seed: int = 0) -> list[ResultRow]:
+    """One primary row (``acc``) and one secondary row (``acc_norm``) per cell.
+
+    Task i rises around ``midpoint_flops`` * 10^(0.3 i); every third task rises sharply (an
+    emergent-looking curve), the others gradually.
+    """
     rng = random.Random(seed)
     bits = {"fp32": 32, "bf16": 16, "fp16": 16, "int8": 8, "int4": 4}
     rows = []
@@ -34,12 +38,13 @@ def synthetic_rows(*, series: Sequence[str] = ("ladder",),
                 # step None: a released model without steps, tokens unknown (never guessed)
                 tokens = None if step is None else step * tokens_per_step
                 flops = compute_flops(n_params, tokens)
-                log_c = math.log10(flops) if flops else 17.0
+                log_c = math.log10(flops) if flops else math.log10(midpoint_flops) + 1.0
                 for t_i, task in enumerate(tasks):
-                    mid = 16.0 + 0.3 * t_i + 0.2 * s_i
+                    mid = math.log10(midpoint_flops) + 0.3 * t_i + 0.2 * s_i
+                    slope = 6.0 if t_i % 3 == 2 else 2.0
                     for precision in precisions:
                         penalty = {"int8": 0.01, "int4": 0.06}.get(precision, 0.0)
-                        p = chance + (0.9 - chance) / (1 + math.exp(-2.0 * (log_c - mid)))
+                        p = chance + (0.9 - chance) / (1 + math.exp(-slope * (log_c - mid)))
                         p = min(max(p - penalty + rng.gauss(0, 0.005), 0.0), 1.0)
                         se = math.sqrt(max(p * (1 - p), 1e-4) / n_samples)
                         ck = f"{s}-{size}@{'final' if step is None else step}:{precision}"

@@ -108,6 +108,25 @@ def test_every_file_names_version_rows_and_hash(files, rows):
         files["index.html"].decode()
 
 
+def test_fast_row_dict_matches_to_dict(rows):
+    from evalsuite.leaderboard import _row_dict
+
+    odd = dataclasses.replace(rows[0], value=float("nan"), versions={"b": "2", "a": "1"})
+    for r in list(rows[:5]) + [odd]:
+        assert _row_dict(r) == r.to_dict()
+
+
+def test_worker_processes_give_the_same_bytes():
+    from evalsuite.leaderboard import parallel_map
+
+    assert parallel_map(abs, range(-8, 8), jobs=2) == [abs(i) for i in range(-8, 8)]
+    rows = synthetic_rows(tasks=tuple(f"t{i}" for i in range(6)), sizes=(("1m", 10**6),),
+                          steps=(1000, 2000))
+    # six plots: rendered in two worker processes, then in this one
+    assert render_leaderboard(rows, jobs=2, scaling=False) == \
+        render_leaderboard(rows, jobs=1, scaling=False)
+
+
 def test_rows_digest_is_order_independent_and_content_sensitive(rows):
     assert rows_digest(rows) == rows_digest(list(reversed(rows)))
     changed = [dataclasses.replace(rows[0], value=0.123456)] + list(rows[1:])
@@ -306,7 +325,9 @@ def _cli(*args, cwd):
         os.chdir(here)
 
 
-def test_cli_check_fails_on_planted_change_with_command(tmp_path, rows, capsys):
+def test_cli_check_fails_on_planted_change_with_command(tmp_path, capsys):
+    rows = synthetic_rows(series=("ladder", EVIL), tasks=("arc_easy",),
+                          sizes=(("1m", 10**6), ("3m", 3 * 10**6)))
     ResultStore(tmp_path / "results").append(rows)
     assert _cli("leaderboard", "--no-scaling", cwd=tmp_path) == 0
     assert _cli("leaderboard", "--no-scaling", "--check", cwd=tmp_path) == 0

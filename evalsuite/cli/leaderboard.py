@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--predict-sizes", metavar="SIZES", default="",
                    help="comma-separated size labels to predict, e.g. 1m,2.8m (default: the next "
                         "two rungs of each series' ladder)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="worker processes for fits and plots (default: the usable cores, at most "
+                        "8); the files do not depend on it")
     p.add_argument("--no-scaling", action="store_true",
                    help="skip the scaling-law fits, predictions and emergence sections")
     add_json_arg(p)
@@ -71,11 +74,14 @@ def _build_command(args) -> str:
 
 
 def run(args) -> int:
-    from ..leaderboard import build_leaderboard, compare_folders, MANIFEST_FILE
+    from ..leaderboard import MANIFEST_FILE, build_leaderboard, compare_folders, default_jobs
 
     args.results = args.results or ["results"]
     rows = _read_rows(args.results)
-    opts = {"scaling": not args.no_scaling, "predict_sizes": tuple(parse_list(args.predict_sizes))}
+    if args.jobs is not None and args.jobs < 1:
+        raise CliError(f"--jobs {args.jobs}: give a number of worker processes >= 1")
+    opts = {"scaling": not args.no_scaling, "predict_sizes": tuple(parse_list(args.predict_sizes)),
+            "jobs": args.jobs or default_jobs()}
     if args.diff:
         return _diff(args, rows)
     if args.check:
