@@ -71,25 +71,26 @@ def _check_table(table, frame, cutoff):
 
 def test_emergent_and_v2_backtests_pc_beats_log_flops(paper):
     """Emergent tasks (8) and leaderboard v2 (6, chance-normalised), FLOPs cutoff 8.4e22, paper
-    sample, PCA fitted on the training models only. Test MSE over the test models every method
-    can predict (known FLOPs):
+    sample; the capability space is fitted on the 44 training models (benchmarks only), the
+    sigmoids on those with a target score. Test MSE over the test models every method can
+    predict (known FLOPs):
 
     target                         PC       log-FLOPs  log-size
-    parsinlu_qa                    0.00564  0.0113     0.0132
-    word_unscrambling              0.00382  0.0164     0.0756
-    ipa_transliterate (EM)         0.242    0.517      0.0253
-    ipa_transliterate (BLEU/100)   0.100    0.423      0.103
-    arithmetic_3ds                 0.0340   0.00227    0.579    (PC loses)
-    arithmetic_3da                 0.00585  0.00522    0.614    (PC loses)
-    arithmetic_2dm                 0.0134   0.0292     0.293
+    parsinlu_qa                    0.00534  0.0113     0.0132
+    word_unscrambling              0.00488  0.0164     0.0756
+    ipa_transliterate (EM)         0.273    0.517      0.0253
+    ipa_transliterate (BLEU/100)   0.220    0.423      0.103
+    arithmetic_3ds                 0.00197  0.00227    0.579    (narrow win)
+    arithmetic_3da                 0.00576  0.00522    0.614    (PC loses)
+    arithmetic_2dm                 0.0161   0.0292     0.293
     arithmetic_2da                 4.2e-05  3.4e-05    0.0092   (PC loses, both ~0)
-    bbh                            0.00244  0.0150     0.0491
-    gpqa                           0.00199  0.00529    0.00582
-    ifeval                         0.00398  0.00376    0.00329  (PC loses)
-    math_hard                      0.00539  0.00658    0.00863
-    mmlu_pro                       0.00362  0.0197     0.0472
-    musr                           0.00256  0.00400    0.00445
-    -> the PC model wins on 10 of 14 targets (5/8 emergent, 5/6 v2).
+    bbh                            0.00428  0.0150     0.0491
+    gpqa                           0.00249  0.00529    0.00582
+    ifeval                         0.00470  0.00376    0.00329  (PC loses)
+    math_hard                      0.00599  0.00658    0.00863
+    mmlu_pro                       0.00383  0.0197     0.0472
+    musr                           0.00253  0.00400    0.00445
+    -> the PC model wins on 11 of 14 targets (6/8 emergent, 5/6 v2).
     """
     tr, te = split_by_flops(paper, CUTOFF)
     em = backtest_targets(paper, _targets(_read("obsscaling", "base_llm_emergent_capability_eval.csv")),
@@ -98,14 +99,15 @@ def test_emergent_and_v2_backtests_pc_beats_log_flops(paper):
                           tr, te, split="flops")
     _check_table(em, paper, CUTOFF)
     _check_table(v2, paper, CUTOFF)
-    assert em.wins() == (5, 8)
+    assert em.wins() == (6, 8)
     assert v2.wins() == (5, 6)
     f = pd.concat([em.to_frame(), v2.to_frame()]).set_index("target")
-    assert f.loc["word_unscrambling_2_exact_match", "mse_pc"] == pytest.approx(0.00382, rel=0.05)
+    assert f.loc["word_unscrambling_2_exact_match", "mse_pc"] == pytest.approx(0.00488, rel=0.05)
     assert f.loc["word_unscrambling_2_exact_match", "mse_log_flops"] == pytest.approx(0.0164, rel=0.05)
-    assert f.loc["leaderboard_mmlu_pro", "mse_pc"] == pytest.approx(0.00362, rel=0.05)
+    assert f.loc["leaderboard_mmlu_pro", "mse_pc"] == pytest.approx(0.00383, rel=0.05)
     assert f.loc["leaderboard_mmlu_pro", "mse_log_flops"] == pytest.approx(0.0197, rel=0.05)
-    assert f.loc["arithmetic_3ds_2_acc", "mse_log_flops"] < f.loc["arithmetic_3ds_2_acc", "mse_pc"]
+    assert f.loc["arithmetic_3da_2_acc", "mse_log_flops"] < f.loc["arithmetic_3da_2_acc", "mse_pc"]
+    assert f.loc["leaderboard_ifeval", "mse_log_flops"] < f.loc["leaderboard_ifeval", "mse_pc"]
     json.dumps(em.summary())
 
 
@@ -174,13 +176,13 @@ def test_agent_targets_closed_models(paper):
 def test_preregistered_out_of_sample(base, paper):
     """Fit on the 77 paper models, predict the 20 pre-registered models' emergent scores.
 
-    Figures (seed 0): over 109 model x task pairs the PC model's MSE is 0.0056 and the 90 %
-    new-observation interval covers 0.82 of the actual scores with 100 bootstrap refits (0.80
-    with the 50 used here, to keep the test fast; nominal 0.90); the 90 % interval for the mean
-    covers far less (0.44-0.45), as it should: it ignores
-    model-level noise. 28 % of the predictions extrapolate (Llama-3.1-405B, Qwen2-72B,
-    Qwen1.5-110B lie beyond the training PC range). On the 61 pairs with public FLOPs the
-    log-FLOPs baseline has MSE 0.0118 against the PC model's 0.0040.
+    Figures (seed 0; capability space on the 77, sigmoids on the 56-65 with a score): over 109
+    model x task pairs the PC model's MSE is 0.0048 and the 90 % new-observation interval covers
+    0.81 of the actual scores with 100 bootstrap refits (0.80 with the 50 used here, to keep the
+    test fast; nominal 0.90); the 90 % interval for the mean covers far less (0.41-0.44), as it
+    should: it ignores model-level noise. 29 % of the predictions extrapolate (Llama-3.1-405B,
+    Qwen2-72B, Qwen1.5-110B lie beyond the training PC range). On the 61 pairs with public FLOPs
+    the log-FLOPs baseline has MSE 0.0118 against the PC model's 0.0033.
     """
     pre = select_preregistered(base)
     both = pd.concat([paper, pre], ignore_index=True)
@@ -199,7 +201,7 @@ def test_preregistered_out_of_sample(base, paper):
     mse = float(np.mean((a["pred_pc"] - a["y"]) ** 2))
     cover = float(((a["y"] >= a["pc_obs_lower"]) & (a["y"] <= a["pc_obs_upper"])).mean())
     cover_mean = float(((a["y"] >= a["pc_lower"]) & (a["y"] <= a["pc_upper"])).mean())
-    assert mse == pytest.approx(0.0056, rel=0.1)
+    assert mse == pytest.approx(0.0048, rel=0.1)
     assert 0.75 <= cover <= 0.92
     assert cover_mean < cover
     assert 0.2 < a["pc_extrapolated"].mean() < 0.5
@@ -214,8 +216,10 @@ def test_sloth_pipeline_with_column_mapping():
     """Sloth data_v2.csv (188 models): Family -> family, #Params (B) -> n_params, ARC -> ARC-C,
     Winogrande -> Winograd. Capability space on the 6 leaderboard-v1 benchmarks (160 models have
     all six; XWinograd/HumanEval are half missing and make unregularised rank-3 imputation
-    diverge, which the unregularised imputation reports as an error). Figures: EVR 0.833 / 0.117 / 0.035; leaderboard-v2 targets with the
-    8.4e22 cutoff: the PC model beats log-FLOPs on 5 of 6 (not on MUSR)."""
+    diverge, which fit reports as an error). Figures: EVR 0.833 / 0.117 / 0.035; leaderboard-v2
+    targets (chance-normalised) with the 8.4e22 cutoff, test MSE PC vs log-FLOPs: IFEval 0.0337
+    vs 0.0349, BBH 0.00482 vs 0.0141, MATH Lvl 5 0.00704 vs 0.00846, GPQA 0.00293 vs 0.00551,
+    MUSR 0.0147 vs 0.00574 (PC loses), MMLU-PRO 0.00909 vs 0.0115: 5 of 6."""
     raw = _read("sloth", "data_v2.csv")
     assert len(raw) == 188
     keep = ["Instruct", "IFEval", "BBH", "MATH Lvl 5", "GPQA", "MUSR", "MMLU-PRO"]

@@ -438,6 +438,10 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
                     reference_frame: pd.DataFrame | None = None) -> BacktestResult:
     """Fit each method on ``train_models`` and score it on ``test_models``.
 
+    The capability space (PC model) is fitted on every training model in ``frame`` (benchmark
+    scores only; one space per split, whatever the target), the sigmoid on the training models
+    that have a target score. Test models need a target score.
+
     ``target`` is indexed by model and already on the fitting scale (see normalize_target).
     ``test_mse_common`` is over the test models every method can predict (known FLOPs and size),
     the fair comparison; ``test_mse`` is over all test models the method can predict.
@@ -445,8 +449,11 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
     target = target.dropna()
     known = set(target.index)
     frame = frame.reset_index(drop=True)
-    train_models = [m for m in train_models if m in known]
-    test_models = [m for m in test_models if m in known and m not in set(train_models)]
+    # the capability space is fitted on every training model (benchmarks only, no target);
+    # the sigmoid on the training models that have a target score
+    space_models = [m for m in train_models if m in set(frame["model"])]
+    train_models = [m for m in space_models if m in known]
+    test_models = [m for m in test_models if m in known and m not in set(space_models)]
     if not test_models:
         raise ObsDataError(f"{target.name}: no test model with a target score for split {split}")
     reg = SigmoidRegression(chance=chance, n_bootstrap=n_bootstrap, seed=seed,
@@ -461,7 +468,7 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
                                      benchmarks=benchmarks, reference_family=reference_family,
                                      capability_space=capability_space,
                                      reference_frame=reference_frame, regression=reg)
-        fitted = est.fit(frame, target, train_models, target_name=str(target.name))
+        fitted = est.fit(frame, target, space_models, target_name=str(target.name))
         p = fitted.predict(rows, level=level)
         per_method[method] = (fitted, p)
         pred[f"pred_{method}"] = p["mean"].to_numpy()
