@@ -13,9 +13,10 @@ import sys
 
 import pytest
 
-from evalsuite.leaderboard import (MANIFEST_FILE, build_leaderboard, compare_folders, diff_cells,
-                                   normalise_score, prepare_leaderboard, primary_cells,
-                                   render_leaderboard, rows_digest)
+from evalsuite.leaderboard import (MANIFEST_FILE, build_leaderboard, normalise_score,
+                                   prepare_leaderboard, primary_cells, render_leaderboard,
+                                   rows_digest)
+from evalsuite.leaderboard_diff import compare_folders, diff_cells
 from evalsuite.leaderboard_render import (csv_escape, csv_unescape, escape_markdown,
                                           format_cell)
 from evalsuite.leaderboard_synthetic import synthetic_rows
@@ -352,6 +353,14 @@ def test_cli_check_fails_on_planted_change_with_command(tmp_path, capsys):
     shutil.rmtree(tmp_path / "leaderboards" / "plots")
     assert _cli("leaderboard", "--no-scaling", "--check", cwd=tmp_path) == 1
     assert "missing  leaderboards/plots/" in capsys.readouterr().err
+    # built elsewhere with another matplotlib: the message says so
+    assert _cli("leaderboard", "--no-scaling", cwd=tmp_path) == 0
+    manifest = tmp_path / "leaderboards" / MANIFEST_FILE
+    m = json.loads(manifest.read_text())
+    m["environment"]["matplotlib"] = "0.0"
+    manifest.write_text(json.dumps(m))
+    assert _cli("leaderboard", "--no-scaling", "--check", cwd=tmp_path) == 1
+    assert "built with other package versions (matplotlib 0.0 -> " in capsys.readouterr().err
 
 
 def test_cli_check_with_nothing_passes(tmp_path, capsys):

@@ -74,7 +74,8 @@ def _build_command(args) -> str:
 
 
 def run(args) -> int:
-    from ..leaderboard import MANIFEST_FILE, build_leaderboard, compare_folders, default_jobs
+    from ..leaderboard import MANIFEST_FILE, build_leaderboard, default_jobs, read_manifest
+    from ..leaderboard_diff import compare_folders
 
     args.results = args.results or ["results"]
     rows = _read_rows(args.results)
@@ -93,6 +94,8 @@ def run(args) -> int:
         with tempfile.TemporaryDirectory(prefix="evalsuite-leaderboard-") as tmp:
             build_leaderboard(rows, tmp, **opts)
             diffs = compare_folders(tmp, out)
+            env_now = read_manifest(tmp).get("environment", {})
+        env_then = read_manifest(out).get("environment", {})
         if not diffs:
             print(f"leaderboard check: {out}/ is up to date with {', '.join(args.results)} "
                   f"({len(rows)} rows).")
@@ -100,10 +103,17 @@ def run(args) -> int:
         lines = [f"  {d.kind:>7}  {out / d.path}" for d in diffs[:30]]
         if len(diffs) > 30:
             lines.append(f"  ... and {len(diffs) - 30} more")
+        env_note = ""
+        if env_then and env_then != env_now:
+            changed = ", ".join(f"{k} {env_then.get(k, '?')} -> {env_now.get(k, '?')}"
+                                for k in sorted(set(env_then) | set(env_now))
+                                if env_then.get(k) != env_now.get(k))
+            env_note = (f"\nNote: {out}/ was built with other package versions ({changed}); "
+                        "plots and fits can differ by version: build with the versions CI uses.")
         print(f"error: the committed {out}/ does not match the results in "
               f"{', '.join(args.results)}: {len(diffs)} file(s) differ:\n" + "\n".join(lines)
               + f"\nLeaderboards are generated, never edited by hand. Run\n"
-              f"    {_build_command(args)}\nand commit {out}/.", file=sys.stderr)
+              f"    {_build_command(args)}\nand commit {out}/." + env_note, file=sys.stderr)
         return 1
     written = build_leaderboard(rows, args.out, **opts)
     print(f"wrote {len(written)} files to {args.out}/ from {len(rows)} result rows "
@@ -133,7 +143,8 @@ def _git_rows(ref: str, dirs: list[str]):
 
 
 def _diff(args, rows) -> int:
-    from ..leaderboard import MANIFEST_FILE, cells_from_csv_folder, diff_cells, primary_cells
+    from ..leaderboard import MANIFEST_FILE, primary_cells
+    from ..leaderboard_diff import cells_from_csv_folder, diff_cells
 
     ref = Path(args.diff)
     if ref.is_dir():
