@@ -34,6 +34,7 @@ def test_pca_json_and_env_default(capsys, monkeypatch, obs_dir):
 
 def test_families_json(capsys, obs_dir):
     out = _json(capsys, ["obs", "families", "--data", obs_dir, "--json"])
+    assert out["flops_check"] == {"compared": 75, "mismatches": []}
     pc1 = {ln["family"]: ln for ln in out["lines"] if ln["component"] == "PC1"}
     assert pc1["Llama-2"]["slope"] == pytest.approx(0.521, abs=2e-3)
     assert pc1["Pythia"]["r2"] > 0.98
@@ -89,6 +90,22 @@ def test_place_our_results(capsys, tmp_path, obs_dir):
     assert row["obs_lower"] <= row["pred_arithmetic_2dm_2_acc"] <= row["obs_upper"]
     assert isinstance(row["pred_extrapolated"], bool)
     assert 22.5 < row["equivalent_log10_flops"] < 23.5
+    png = tmp_path / "map.png"
+    assert main(["obs", "place", "--data", obs_dir, "--results", str(tmp_path), "--plot",
+                 str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backtest_rank_split_is_per_target(capsys, obs_dir):
+    out = _json(capsys, ["obs", "backtest", "--data", obs_dir, "--suite", "v2", "--split",
+                         "rank:0.2", "--json"])
+    tests = {}
+    for res in out["suites"][0]["results"]:
+        t = [p for p in res["predictions"] if p["role"] == "test"]
+        top = sorted(p["y"] for p in res["predictions"])[-len(t):]
+        assert sorted(p["y"] for p in t) == top  # the test set is the top fifth of this target
+        tests[res["target"]] = {p["model"] for p in t}
+    assert tests["leaderboard_bbh"] != tests["leaderboard_ifeval"]
 
 
 def test_missing_data_is_a_clear_error(capsys, tmp_path):

@@ -42,6 +42,7 @@ class _Data:
     benchmarks: tuple[str, ...]
     reference_family: str
     raw: Any                   # the raw capability table (targets may live in it)
+    sample: str = "all"
 
 
 def _default_data() -> str:
@@ -101,7 +102,8 @@ def _load(args) -> _Data:
     if frame.empty:
         raise CliError(f"{path}: no model left in sample {sample!r}")
     return _Data(frame=frame, full=full, source=str(path), kind=kind, folder=folder,
-                 benchmarks=tuple(bench), reference_family=args.reference or ref, raw=raw)
+                 benchmarks=tuple(bench), reference_family=args.reference or ref, raw=raw,
+                 sample=sample)
 
 
 def _fit_pca(d: _Data, k: int):
@@ -143,7 +145,7 @@ def _cmd_pca(args) -> int:
         emit_records(recs, as_json=args.json)
         return 0
     if args.json:
-        _print_json({"data": d.source, "sample": args.sample, **pca.summary()})
+        _print_json({"data": d.source, "sample": d.sample, **pca.summary()})
         return 0
     recs = [{"benchmark": b, **{f"PC{i + 1}": float(pca.components[i, j])
                                 for i in range(pca.n_components)}}
@@ -162,9 +164,17 @@ def _cmd_families(args) -> int:
     pca = _fit_pca(d, args.components)
     eff = obs.FamilyEfficiency(min_models=args.min_models, level=args.level).fit(
         pca.transform(d.frame), d.frame, source=d.source)
+    mismatch = obs.check_flops(d.frame)
     if args.json:
-        _print_json({"data": d.source, **eff.summary()})
+        _print_json({"data": d.source, "sample": d.sample,
+                     "flops_check": {"compared": int(d.frame[["compute_flops",
+                                                              "compute_flops_reported"]].notna().all(axis=1).sum()),
+                                     "mismatches": frame_records(mismatch)},
+                     **eff.summary()})
         return 0
+    if not mismatch.empty:
+        print(f"warning: 6·N·D differs from the table's FLOPs column for {len(mismatch)} model(s): "
+              f"{', '.join(mismatch['model'].head(5))}; the fits use 6·N·D", file=sys.stderr)
     comps = parse_list(args.component) or [f"PC{i + 1}" for i in range(pca.n_components)]
     lines = [ln for ln in eff.lines if ln.component in comps]
     lines.sort(key=lambda ln: (ln.component, -ln.slope))
@@ -319,17 +329,28 @@ def _cmd_backtest(args) -> int:
     d = _load(args)
     rows, summaries = [], []
     for name, tsource, targets, split in _suite_targets(d, args.suite):
-        if split == "flops" and args.cutoff is not None:
+        if args.split and split not in ("closed", "preregistered"):
+            split = args.split
+        elif split == "flops" and args.cutoff is not None:
             split = f"flops:{args.cutoff}"
         frame, space, ref_frame = _predict_setup(d, tsource, split.partition(":")[0], args.components)
-        any_y = next(iter(targets.values()))[0]
-        tr, te, split_name = _split(split, frame, any_y, d)
+        kw = dict(n_components=args.components,
+                  benchmarks=None if space is not None else d.benchmarks,
+                  reference_family=d.reference_family, n_bootstrap=args.bootstrap,
+                  level=args.level, seed=args.seed, capability_space=space,
+                  reference_frame=ref_frame)
         try:
-            table = obs.backtest_targets(
-                frame, targets, tr, te, split=split_name, n_components=args.components,
-                benchmarks=None if space is not None else d.benchmarks,
-                reference_family=d.reference_family, n_bootstrap=args.bootstrap, level=args.level,
-                seed=args.seed, capability_space=space, reference_frame=ref_frame)
+            if split.partition(":")[0] == "rank":  # the top fraction differs per target
+                results = []
+                for col, (y, chance) in targets.items():
+                    tr, te, split_name = _split(split, frame, y, d)
+                    results.append(obs.backtest_target(frame, y.rename(col), tr, te,
+                                                       split=split_name, chance=chance, **kw))
+                table = obs.BacktestTable(results=tuple(results))
+            else:
+                any_y = next(iter(targets.values()))[0]
+                tr, te, split_name = _split(split, frame, any_y, d)
+                table = obs.backtest_targets(frame, targets, tr, te, split=split_name, **kw)
         except obs.ObsDataError as e:
             raise CliError(str(e)) from e
         f = table.to_frame()
@@ -403,8 +424,51 @@ def _cmd_place(args) -> int:
         pred = pred[[c for c in keep if c in pred.columns]].rename(columns={
             "mean": f"pred_{y.name}", "extrapolated": "pred_extrapolated"})
         placed = placed.merge(pred, on="model", how="left")
-    emit_records(frame_records(placed), as_json=args.json, float_fmt="{:.3f}")
+    if args.plot:
+        _plot_capability_map(pca, d, placed, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    emit_records(frame_records(placed), as_json=args.json, float_fmt="{:.4g}")
     return 0
+
+
+def _plot_capability_map(pca, d: _Data, placed, path: str) -> None:
+    """PC1 against log10 FLOPs: public families (points and their fitted lines) and our
+    checkpoints (stars), the leaderboard view of issue 7."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..scaling import observational as obs
+
+    scores = pca.transform(d.frame).merge(d.frame[["model", "family", "compute_flops"]], on="model")
+    scores = scores[scores["compute_flops"] > 0]
+    eff = obs.FamilyEfficiency(min_models=2).fit(scores[["model", "PC1"]], d.frame)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    cmap = plt.get_cmap("tab20")
+    for i, (fam, g) in enumerate(scores.groupby("family")):
+        color = cmap(i % 20)
+        x = np.log10(g["compute_flops"].to_numpy(float))
+        ax.scatter(x, g["PC1"], s=18, color=color, label=fam)
+        if fam in eff.families():
+            ln = eff.line(fam, "PC1")
+            xs = np.array([ln.log10_flops_min, ln.log10_flops_max])
+            ax.plot(xs, ln.slope * xs + ln.intercept, color=color, lw=1)
+    ours = placed.dropna(subset=["PC1"])
+    if len(ours):
+        x = ours["log10_flops"].to_numpy(float)
+        ax.scatter(x, ours["PC1"], marker="*", s=160, color="black", label="ours", zorder=5)
+        for xi, yi, name in zip(x, ours["PC1"], ours["model"]):
+            if np.isfinite(xi):
+                ax.annotate(name, (xi, yi), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("log10 training FLOPs (6·N·D)")
+    ax.set_ylabel("PC1 (general capability)")
+    ax.set_title("Capability space (Ruan et al. 2024): public families and our checkpoints")
+    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 # ---- parser -------------------------------------------------------------------------------
@@ -464,6 +528,9 @@ def register(subparsers) -> None:
                    help="comma list of emergent, v2, agent, preregistered (ObsScaling folder); "
                         "a Sloth table always runs its leaderboard-v2 columns")
     p.add_argument("--cutoff", type=float, default=None, help="FLOPs cutoff (default 8.4e22)")
+    p.add_argument("--split", default=None, metavar="SPEC",
+                   help="override the split of the emergent/v2/Sloth suites: flops[:CUTOFF] or "
+                        "rank[:FRACTION] (agent stays 'closed', preregistered stays itself)")
     p.add_argument("--bootstrap", type=int, default=0, help="bootstrap refits for coverage (default 0)")
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
@@ -487,6 +554,8 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits (default 200)")
     p.add_argument("--level", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="write PC1 vs log10 FLOPs with the public families and our checkpoints")
     p.set_defaults(func=_cmd_place)
 
     obs.set_defaults(func=lambda args: (obs.print_help(), 2)[1])
