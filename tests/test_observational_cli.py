@@ -54,11 +54,12 @@ def test_predict_preregistered_json(capsys, obs_dir):
     assert out["metrics"][0]["method"] == "pc" and "coverage_obs" in out["metrics"][0]
 
 
-def test_backtest_v2_table(capsys, obs_dir):
-    assert main(["obs", "backtest", "--data", obs_dir, "--suite", "v2"]) == 0
+def test_backtest_agent_table(capsys, obs_dir):
+    assert main(["obs", "backtest", "--data", obs_dir, "--suite", "agent"]) == 0
     text = capsys.readouterr().out
-    assert "leaderboard_bbh" in text
-    assert "beats log-FLOPs on 5 of 6" in text
+    row = next(line for line in text.splitlines() if line.startswith("agent  ABench-OA"))
+    assert "closed (no public FLOPs)" in row and "0.0075" in row  # PC test MSE on 5 closed models
+    assert "beats log-FLOPs on 0 of 0" in text  # baselines cannot place closed models
 
 
 def test_select_json(capsys, obs_dir):
