@@ -140,3 +140,39 @@ def test_cli_import_fit_predict_backtest_emergence(tmp_path, capsys):
     em = json.loads(capsys.readouterr().out)
     assert {r["verdict"] for r in em} <= {"smooth", "flat", "emergent", "peaked", "inverse"}
     assert main(["predict", "--results", res, "--series", "nope", "--sizes", "1b"]) == 2
+
+
+def test_cli_uses_per_sample_files_for_items_and_logprob(tmp_path, capsys):
+    from evalsuite.cli import main
+    from evalsuite.records import ResultRow
+    from evalsuite.store import ResultStore
+
+    rng = np.random.default_rng(0)
+    store = ResultStore(tmp_path / "res")
+    sizes = [1e5, 2e5, 4e5, 8e5, 1.6e6, 3.2e6]
+    for i, n in enumerate(sizes):
+        p = 0.02 if n < 5e5 else 0.8            # arithmetic-like jump
+        k = 300
+        correct = rng.random(k) < p
+        lp_right = -3.0 + 0.5 * i + rng.normal(0, 0.1, k)   # smooth log-probability
+        frame = pd.DataFrame({"doc_id": range(k), "target": ["0"] * k,
+                              "loglikelihoods": [[float(v), -9.0] for v in lp_right],
+                              "metric_acc": correct.astype(float)})
+        key = f"cell{i}"
+        store.write_samples(key, frame)
+        v = float(correct.mean())
+        store.append([ResultRow(
+            checkpoint_id=f"lad-{i}@100:fp32", series="lad", size=f"s{i}", step=100,
+            n_params=int(n), n_params_nonembedding=int(n), tokens_seen=10**7,
+            compute_flops=6 * n * 1e7, weight_hash=None, precision="fp32", task="arith",
+            task_version="1", metric="acc", is_primary=True, value=v,
+            stderr=float(np.sqrt(max(v * (1 - v), 1e-4) / k)), n_samples=k, num_fewshot=0,
+            chance=0.0, cell_key=key)])
+    res = str(tmp_path / "res")
+    assert main(["fit", "--results", res, "--series", "lad", "--n-boot", "10", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)[0]
+    assert "items from samples" in fit["summary"]["bootstrap"]
+    assert main(["emergence", "--results", res, "--n-boot", "10", "--json"]) == 0
+    em = json.loads(capsys.readouterr().out)[0]
+    assert em["verdict"] == "emergent" and em["companion_verdict"] == "smooth"
+    assert sizes[0] < em["onset_x"] / (6 * 1e7) < sizes[-1]

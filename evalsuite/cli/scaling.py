@@ -18,6 +18,9 @@ def _common_args(p, *, series_required: bool = False) -> None:
                    help="shots of the rows to use (default 0; -1 for any)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates (default 100)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-samples", action="store_true",
+                   help="ignore per-sample files (results/samples/): bootstrap items from the "
+                        "stderr instead, and no log-probability companion for emergence")
     add_json_arg(p)
 
 
@@ -94,6 +97,44 @@ def _load(args):
     return frame
 
 
+def _cells_with_samples(args, rows):
+    """cell_key -> per-sample DataFrame for the rows whose per-sample file exists."""
+    import pandas as pd
+    from pathlib import Path
+
+    root = Path(args.results) / "samples"
+    if getattr(args, "no_samples", False) or not root.is_dir() or rows.empty:
+        return {}
+    out = {}
+    for key in rows["cell_key"].dropna().unique():
+        path = root / f"{key}.parquet"
+        if key and path.exists():
+            try:
+                out[key] = pd.read_parquet(path)
+            except (OSError, ValueError) as e:
+                raise CliError(f"cannot read per-sample file {path}: {e}. Delete it to re-run "
+                               "that cell, or pass --no-samples") from e
+    return out
+
+
+def _item_samples(args, frame, tasks):
+    """Per-item scores (checkpoint_id, task, value) of the final checkpoints, when on disk."""
+    import pandas as pd
+
+    from ..scaling import select_points
+
+    rows = select_points(frame[frame["task"].isin(tasks)], step="final")
+    cells = _cells_with_samples(args, rows)
+    parts = []
+    for _, r in rows.iterrows():
+        f = cells.get(r["cell_key"])
+        col = f"metric_{r['metric']}"
+        if f is not None and col in f.columns:
+            parts.append(pd.DataFrame({"checkpoint_id": r["checkpoint_id"], "task": r["task"],
+                                       "value": f[col].to_numpy(float)}))
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def _tasks(args, frame):
     from ..scaling import task_group
 
@@ -112,12 +153,14 @@ def run_fit(args) -> int:
     frame = _load(args)
     law = ScalingLaw(form=args.form, x=args.x, n_boot=args.n_boot, seed=args.seed)
     records, reports = [], []
-    for task in _tasks(args, frame):
+    tasks = _tasks(args, frame)
+    samples = _item_samples(args, frame, tasks)
+    for task in tasks:
         rows = select_points(frame, task=task, step="final", max_params=args.max_params)
         if args.exclude_sizes:
             rows = rows[~rows["size"].isin(parse_list(args.exclude_sizes))]
         try:
-            fit = law.fit(rows)
+            fit = law.fit(rows, samples)
         except FitError as e:
             records.append({"task": task, "error": str(e)})
             continue
@@ -139,8 +182,18 @@ def run_fit(args) -> int:
 def run_emergence(args) -> int:
     from ..scaling import emergence_table
 
+    import pandas as pd
+
+    from ..scaling import logprob_rows
+
     frame = _load(args)
     tasks = _tasks(args, frame)
+    prim = frame[frame["is_primary"].astype(bool) & frame["task"].isin(tasks)]
+    cells = _cells_with_samples(args, prim)
+    if cells:
+        comp = logprob_rows(prim[prim["cell_key"].isin(list(cells))], cells)
+        if len(comp):
+            frame = pd.concat([frame, comp], ignore_index=True)
     table = emergence_table(frame, across=args.across, size=args.size, x=args.x, tasks=tasks,
                             num_fewshot=None, n_boot=args.n_boot)
     if table.empty:
@@ -170,9 +223,11 @@ def run_predict(args) -> int:
             params[label.strip()] = float(value)
         except ValueError:
             raise CliError(f"--params {item!r}: write LABEL=COUNT, e.g. 7b=6.7e9") from None
+    tasks = _tasks(args, frame)
     try:
         table = predict_sizes(frame, series=args.series, sizes=parse_list(args.sizes),
-                              tasks=_tasks(args, frame), num_fewshot=None, level=args.level,
+                              tasks=tasks, samples=_item_samples(args, frame, tasks),
+                              num_fewshot=None, level=args.level,
                               law=ScalingLaw(x="n_params", n_boot=args.n_boot, seed=args.seed,
                                              compare_forms=False),
                               params=params, max_params=args.max_params,
@@ -198,12 +253,13 @@ def run_backtest(args) -> int:
     holdout: int | list[str]
     holdout = int(args.holdout) if args.holdout.isdigit() else parse_list(args.holdout)
     groups = [args.group] if args.group else ["core", "mmlu", "other"]
+    samples = _item_samples(args, frame, tasks)
     results = []
     for series in sorted(frame["series"].unique()):
         try:
             results.append(backtest(frame, series=series, holdout=holdout, tasks=tasks,
                                     exclude_sizes=parse_list(args.exclude_sizes), num_fewshot=None,
-                                    level=args.level, groups=groups,
+                                    level=args.level, groups=groups, samples=samples,
                                     law=ScalingLaw(x="n_params", n_boot=args.n_boot,
                                                    seed=args.seed, compare_forms=False)))
         except FitError as e:

@@ -4,7 +4,8 @@ Takes pandas DataFrames (the ResultRow columns); never imports torch, the runner
 """
 
 from .backtest import CORE_TASKS, backtest, summarize_backtest, task_group
-from .emergence import EmergenceResult, classify_curve, detect_emergence, emergence_table
+from .emergence import (EmergenceResult, classify_curve, detect_emergence, emergence_table,
+                        logprob_rows)
 from .fit import (FitError, Prediction, ScalingFit, ScalingLaw, fit_scaling_law, select_points)
 from .laws import LAWS, Law, get_law
 from .predict import SizeTokenFit, SizeTokenLaw, predict_sizes, resolve_size
@@ -12,6 +13,7 @@ from .predict import SizeTokenFit, SizeTokenLaw, predict_sizes, resolve_size
 __all__ = [
     "CORE_TASKS", "EmergenceResult", "FitError", "LAWS", "Law", "Prediction", "ScalingFit",
     "ScalingLaw", "SizeTokenFit", "SizeTokenLaw", "backtest", "classify_curve",
-    "detect_emergence", "emergence_table", "fit_scaling_law", "get_law", "predict_sizes",
+    "detect_emergence", "emergence_table", "fit_scaling_law", "get_law", "logprob_rows",
+    "predict_sizes",
     "resolve_size", "select_points", "summarize_backtest", "task_group",
 ]

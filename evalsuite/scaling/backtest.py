@@ -46,13 +46,14 @@ def _baseline_line(x_fit: np.ndarray, y_fit: np.ndarray, x_new: np.ndarray) -> n
 def backtest(frame: pd.DataFrame, *, series: str, holdout: int | Sequence[str] = 2,
              tasks: Iterable[str] | None = None, exclude_sizes: Sequence[str] = (),
              num_fewshot: int | None = 0, metric: str | None = None, level: float = 0.9,
-             law: ScalingLaw | None = None, groups: Sequence[str] = ("core", "mmlu", "other")
-             ) -> pd.DataFrame:
+             law: ScalingLaw | None = None, groups: Sequence[str] = ("core", "mmlu", "other"),
+             samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per task and held-out size: actual, prediction, interval, baselines B1 and B2.
 
     ``holdout``: the number of largest sizes to hold out, or their size labels (then the fit
     uses only sizes smaller than the smallest held-out one). Only final checkpoints are used.
-    ``metric``: None for each task's primary metric.
+    ``metric``: None for each task's primary metric. ``samples``: optional per-sample results
+    (``checkpoint_id``, ``task``, ``value``) for the bootstrap over items.
     """
     law = law or ScalingLaw(x="n_params")
     f = select_points(frame, series=series, metric=metric, step="final", num_fewshot=num_fewshot)
@@ -85,7 +86,7 @@ def backtest(frame: pd.DataFrame, *, series: str, holdout: int | Sequence[str] =
         if test_rows.empty or fit_rows["n_params"].nunique() < 4:
             continue
         try:
-            fit = law.fit(fit_rows)
+            fit = law.fit(fit_rows, samples)
         except FitError:
             continue
         x_new = test_rows[law.x].to_numpy(float)

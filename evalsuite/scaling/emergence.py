@@ -48,7 +48,8 @@ import pandas as pd
 
 from .fit import FitError
 
-__all__ = ["EmergenceResult", "detect_emergence", "classify_curve", "emergence_table"]
+__all__ = ["EmergenceResult", "detect_emergence", "classify_curve", "emergence_table",
+           "logprob_rows"]
 
 Z_PEAK = 3.0
 FLAT_SIGMAS = 3.0
@@ -313,3 +314,52 @@ def _final(f: pd.DataFrame) -> pd.DataFrame:
     steps = pd.to_numeric(f["step"], errors="coerce").fillna(-1)
     last = steps.groupby([f["series"], f["size"]]).transform("max")
     return f[steps == last]
+
+
+def _target_logprob(loglikelihoods, target) -> float:
+    """Log-probability of the right answer from one per-sample record of the runner.
+
+    Multiple choice: the target is the index of the right choice among the log-likelihoods.
+    One request per item (LAMBADA, arithmetic): its log-likelihood.
+    """
+    import json
+
+    lls = list(loglikelihoods) if loglikelihoods is not None else []
+    if not lls:
+        return math.nan
+    try:
+        t = json.loads(target) if isinstance(target, str) else target
+    except ValueError:
+        t = None
+    if isinstance(t, list) and len(t) == 1:
+        t = t[0]
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= int(t) < len(lls):
+        return float(lls[int(t)])
+    if len(lls) == 1:
+        return float(lls[0])
+    return math.nan
+
+
+def logprob_rows(rows: pd.DataFrame, samples: Any) -> pd.DataFrame:
+    """Companion rows (metric ``logprob``): mean log-probability of the right answer per cell.
+
+    ``rows``: primary-metric rows with ``cell_key``; ``samples``: mapping cell_key -> per-sample
+    DataFrame as the runner writes it (``loglikelihoods``, ``target`` columns). Cells without
+    samples are skipped. Schaeffer et al. 2023: the continuous metric to set beside accuracy.
+    """
+    out = []
+    for _, row in rows.iterrows():
+        frame = samples.get(row["cell_key"]) if hasattr(samples, "get") else None
+        if frame is None or "loglikelihoods" not in frame or "target" not in frame:
+            continue
+        lp = np.array([_target_logprob(a, b) for a, b in zip(frame["loglikelihoods"],
+                                                              frame["target"])], float)
+        lp = lp[np.isfinite(lp)]
+        if len(lp) < 2:
+            continue
+        rec = row.to_dict()
+        rec.update(metric="logprob", is_primary=False, value=float(lp.mean()),
+                   stderr=float(lp.std(ddof=1) / math.sqrt(len(lp))), n_samples=len(lp),
+                   chance=None, higher_is_better=True)
+        out.append(rec)
+    return pd.DataFrame(out, columns=rows.columns)

@@ -331,8 +331,8 @@ class ScalingLaw:
     def fit(self, frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> ScalingFit:
         """Fit the law to the rows of one task and metric.
 
-        ``samples``: optional per-sample results (columns ``checkpoint_id`` and ``value``, one
-        row per item) for the bootstrap over items; without it the items are resampled through
+        ``samples``: optional per-sample results (columns ``checkpoint_id``, ``value`` and
+        optionally ``task``; one row per item) for the bootstrap over items; without it the items are resampled through
         the normal approximation N(value, stderr^2).
         """
         frame = self._validate(frame)
@@ -421,6 +421,8 @@ class ScalingLaw:
             if not {"checkpoint_id", "value"} <= set(samples.columns):
                 raise FitError("samples need the columns 'checkpoint_id' and 'value' (one row per "
                                "item and checkpoint, e.g. from results/samples/<cell>.parquet)")
+            if "task" in samples.columns and "task" in frame.columns:
+                samples = samples[samples["task"] == frame["task"].iloc[0]]
             groups = {k: g["value"].to_numpy(float) for k, g in samples.groupby("checkpoint_id")}
             item_values = [groups.get(c) for c in frame["checkpoint_id"]]
         out = []

@@ -157,11 +157,14 @@ def predict_sizes(frame: pd.DataFrame, *, series: str, sizes: Sequence[str],
                   level: float = 0.9, law: ScalingLaw | None = None,
                   params: Mapping[str, float] | None = None, max_params: float | None = None,
                   from_steps: bool = False, min_tokens: float = 2e10,
-                  exclude_sizes: Sequence[str] = ()) -> pd.DataFrame:
+                  exclude_sizes: Sequence[str] = (),
+                  samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per task x requested size: predicted score, interval, extrapolation distance.
 
     ``max_params``: fit only sizes up to this many parameters (for back-tests). ``actual`` is
     filled when the rows hold that size's final score (so a prediction can be checked).
+    ``samples``: per-sample results (``checkpoint_id``, ``task``, ``value``) for the bootstrap
+    over items; optional.
     """
     law = law or ScalingLaw(x="n_params", n_boot=100)
     base = frame[frame["series"] == series]
@@ -194,7 +197,7 @@ def predict_sizes(frame: pd.DataFrame, *, series: str, sizes: Sequence[str],
                 pred = fit.predict([n for _, n, _ in targets], tokens_final, level=level)
                 form, npts = "size_token", fit.n_points
             else:
-                fit = law.fit(rows)
+                fit = law.fit(rows, samples)
                 xs = np.array([n for _, n, _ in targets], float)
                 if law.x == "compute_flops":
                     xs = 6.0 * xs * tokens_final
