@@ -472,9 +472,10 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
         p = fitted.predict(rows, level=level)
         per_method[method] = (fitted, p)
         pred[f"pred_{method}"] = p["mean"].to_numpy()
+        for c in ("lower", "upper", "obs_lower", "obs_upper", "extrapolated"):
+            if method == "pc" or n_bootstrap > 0 or c == "extrapolated":
+                pred[f"{method}_{c}"] = p[c].to_numpy()
         if method == "pc":
-            for c in ("lower", "upper", "obs_lower", "obs_upper", "extrapolated"):
-                pred[f"pc_{c}"] = p[c].to_numpy()
             for c in ("equivalent_log10_flops", "equivalent_lower", "equivalent_upper"):
                 if c in p:
                     pred[c] = p[c].to_numpy()
