@@ -132,8 +132,9 @@ def run_cli(ckpts, task_dir, args) -> dict:
                f"pretrained={ckpt},dtype=float32", "--tasks", ",".join(TASKS),
                "--include_path", str(task_dir), "--device", "cpu",
                "--batch_size", str(args.batch_size), "--output_path", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, **OFFLINE_ENV})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={
+            **os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": str(args.threads),
+            "MKL_NUM_THREADS": str(args.threads)})
         if proc.returncode != 0:
             raise RuntimeError(f"lm_eval CLI failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         files = sorted(out.rglob("results_*.json"))
@@ -149,6 +150,9 @@ VARIANTS = {"evalsuite": run_evalsuite, "api": run_api, "cli": run_cli}
 def child_main(args) -> None:
     """Run one variant and print its JSON report on the last line of stdout."""
     os.environ.update(OFFLINE_ENV)
+    import torch
+
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     ckpts = [Path(p) for p in args.checkpoints]
     report = VARIANTS[args.variant](ckpts, Path(args.task_dir), args)
@@ -174,6 +178,8 @@ def main(argv=None) -> int:
                    help="for the in-process variants; the lm_eval CLI has no such option and "
                         "always uses lm-eval's default, 100000, so that is the default here too")
     p.add_argument("--variants", default="evalsuite,api,cli")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/OpenMP threads for every variant (1 holds up best on shared cores)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "benchmarks")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--json-out", type=Path, default=None)
@@ -205,28 +211,35 @@ def main(argv=None) -> int:
     n_params = _count_params(ckpts[0])
     print(f"series: {len(ckpts)} checkpoints of {n_params / 1e6:.2f}M parameters "
           f"(hidden {args.hidden_size}, {args.num_layers} layers), fp32, CPU, "
-          f"torch threads {_threads()}")
+          f"{args.threads} torch thread(s) per variant, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
     print("items: " + ", ".join(f"{t} {n}" for t, n in counts.items())
           + f" (scale {args.scale}); batch size {args.batch_size}; "
           f"bootstrap_iters {args.bootstrap_iters}")
 
     reports = {}
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
-        cmd = [sys.executable, __file__, "--variant", variant, "--task-dir", str(task_dir)]
+        cmd = [sys.executable, __file__, "--variant", variant, "--task-dir", str(task_dir),
+               "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+               "--bootstrap-iters", str(args.bootstrap_iters)]
         for c in ckpts:
             cmd += ["--checkpoint", str(c)]
         t0 = time.perf_counter()
+        cpu0 = _children_cpu_s()
         proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, **OFFLINE_ENV})
+                              env={**os.environ, **OFFLINE_ENV,
+                                   "OMP_NUM_THREADS": str(args.threads)})
         wall = time.perf_counter() - t0
+        cpu = _children_cpu_s() - cpu0
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")]
         if proc.returncode != 0 or not lines:
             print(f"{variant}: FAILED\n{proc.stderr[-3000:]}", file=sys.stderr)
             return 1
         rep = json.loads(lines[-1][len("BENCH_JSON "):])
-        rep["wall_s"] = wall
+        rep["wall_s"], rep["cpu_s"] = wall, cpu
         reports[variant] = rep
-        print(f"  {variant:10s} {wall:8.1f} s   peak RSS {rep['peak_rss_mb']:8.0f} MiB", flush=True)
+        print(f"  {variant:10s} {wall:8.1f} s wall  {cpu:8.1f} s CPU   peak RSS "
+              f"{rep['peak_rss_mb']:8.0f} MiB", flush=True)
 
     print_summary(reports, counts)
     if args.json_out:
@@ -237,15 +250,18 @@ def main(argv=None) -> int:
 
 
 def print_summary(reports: dict, counts: dict) -> None:
-    print("\n=== wall clock (whole series, process start to end) ===")
+    print("\n=== time for the whole series (variant process start to end) ===")
     for v, r in reports.items():
         per = ", ".join(f"{c['wall_s']:.1f}" for c in r["checkpoints"])
-        print(f"  {v:10s} {r['wall_s']:8.1f} s   per checkpoint: {per}")
+        print(f"  {v:10s} {r['wall_s']:8.1f} s wall  {r['cpu_s']:8.1f} s CPU   "
+              f"wall per checkpoint: {per}")
     if "evalsuite" in reports:
-        base = reports["evalsuite"]["wall_s"]
+        base = reports["evalsuite"]
         for other in ("cli", "api"):
             if other in reports:
-                print(f"  evalsuite is {fmt_ratio(reports[other]['wall_s'], base)} faster than {other}")
+                o = reports[other]
+                print(f"  evalsuite vs {other}: {fmt_ratio(o['wall_s'], base['wall_s'])} faster "
+                      f"(wall clock), {fmt_ratio(o['cpu_s'], base['cpu_s'])} less CPU time")
 
     print("\n=== tokens fed to the model, per checkpoint (first checkpoint) ===")
     if "evalsuite" in reports:
@@ -276,16 +292,15 @@ def print_summary(reports: dict, counts: dict) -> None:
         print(f"  {Path(c['checkpoint']).name}: {c['metrics']}")
 
 
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _count_params(path: Path) -> int:
     from safetensors.torch import load_file
 
     return sum(t.numel() for t in load_file(path / "model.safetensors").values())
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,17 @@ def tolerance(reference: float) -> float:
     return max(1e-4, 5e-7 * abs(reference))
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread: on shared cores 2-thread torch waits on its busy sibling (see NOTES)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from evalsuite.testing import build_tiny_model

@@ -16,6 +16,17 @@ def _instances(kind, args_list):
     return [Instance(kind, {}, args, i) for i, args in enumerate(args_list)]
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread: on shared cores 2-thread torch waits on its busy sibling (see NOTES)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
     from evalsuite.testing import build_tiny_model, perturb_model
@@ -99,6 +110,9 @@ def test_reuse_swaps_weights_and_shares_tokenization(series, lambada_texts):
     fresh_b = create_lm(series["b"]).loglikelihood(reqs)
     assert score_b == fresh_b  # same weights, same numbers
     assert score_b != score_a  # and truly the new checkpoint's scores
+    # lm_a handed its model to lm_b; passing lm_a again is still safe (a fresh load)
+    again = create_lm(series["a"], reuse=lm_a)
+    assert not again.reused_model and again.loglikelihood(reqs) == score_a
     # a different architecture is loaded fresh; the shared tokenizer still shares the cache
     lm_c = create_lm(series["other"], reuse=lm_b)
     assert not lm_c.reused_model and lm_c.reused_tokens

@@ -79,7 +79,7 @@ class EvalsuiteLM(LM):
                                      add_bos_token=self.add_bos_token, fingerprint=fingerprint)
 
         model = None
-        if (reuse is not None and isinstance(reuse, EvalsuiteLM)
+        if (reuse is not None and isinstance(reuse, EvalsuiteLM) and reuse.model is not None
                 and reuse._device == self._device and reuse.weight_dtype == self.weight_dtype
                 and reuse.trust_remote_code == self.trust_remote_code
                 and loading.comparable_config(reuse.model.config)
