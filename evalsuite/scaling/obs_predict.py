@@ -142,7 +142,7 @@ class SigmoidRegression:
     chance: float = 0.0
     loss: str = "soft_l1"
     robust_scale: float = 0.1
-    n_starts: int = 6
+    n_starts: int = 3
     weight_bound: float = 30.0
     n_bootstrap: int = 200
     seed: int = 0
