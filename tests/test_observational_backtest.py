@@ -139,7 +139,11 @@ def test_sigmoid_predictions_follow_the_formula_and_equivalent_compute(paper):
     llama = paper[paper["family"] == "Llama-2"]
     eff = FamilyEfficiency().fit(fit.pca.transform(llama), llama)
     lines = [eff.line("Llama-2", f"PC{i}") for i in (1, 2, 3)]
-    curve = lambda x: (1 - s.floor) * expit(s.intercept + np.array([ln.slope * x + ln.intercept for ln in lines]) @ s.weights) + s.floor  # noqa: E731
+
+    def curve(log10_flops):
+        pc = np.array([ln.slope * log10_flops + ln.intercept for ln in lines])
+        return (1 - s.floor) * expit(s.intercept + pc @ s.weights) + s.floor
+
     for i in [0, 10, 40]:
         target = by_hand[i]
         root = brentq(lambda x: curve(x) - target, 10, 40)

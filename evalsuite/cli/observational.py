@@ -265,7 +265,10 @@ def _cmd_predict(args) -> int:
     split = args.split or ("closed" if Path(tsource).name.startswith("instruct_") else "flops")
     frame, space, ref_frame = _predict_setup(d, tsource, split.partition(":")[0], args.components)
     tr, te, split_name = _split(split, frame, y, d)
-    methods = obs.METHODS if args.method == "all" else ("pc", args.method) if args.method != "pc" else ("pc",)
+    if args.method == "all":
+        methods = obs.METHODS
+    else:  # the PC model always runs: its predictions are the point of the command
+        methods = ("pc",) if args.method == "pc" else ("pc", args.method)
     try:
         res = obs.backtest_target(frame, y, tr, te, split=split_name, chance=chance,
                                   methods=methods, n_components=args.components,

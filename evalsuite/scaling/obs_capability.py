@@ -19,7 +19,6 @@ Model Performance", NeurIPS 2024 (arXiv:2405.10938).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -360,7 +359,3 @@ def _ols_line(family: str, component: str, x: np.ndarray, y: np.ndarray, level: 
                       intercept=intercept, r2=r2, slope_lower=float(sl), slope_upper=float(su),
                       intercept_lower=float(il), intercept_upper=float(iu),
                       log10_flops_min=float(x.min()), log10_flops_max=float(x.max()))
-
-
-def _json_ready(obj: Any) -> Any:  # used by tests: summary() must survive json.dumps
-    return json.loads(json.dumps(obj))

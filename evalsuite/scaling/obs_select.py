@@ -14,7 +14,6 @@ never candidates themselves. The sigmoid link is ignored, as in a first-order de
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
