@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import io
 import math
@@ -223,6 +224,39 @@ def _links(stem: str) -> str:
             f'<a href="{escape_html(stem)}.csv">CSV</a></p>\n')
 
 
+#: Rows of one table inlined in index.html; longer tables are cut there (the page stays a few
+#: MB) and are whole in their markdown and CSV files, which the page links.
+HTML_MAX_ROWS = 600
+
+
+def _page_rows(table: Table) -> tuple[Table, str]:
+    """The rows index.html shows: all, or for a long task table each series x size x precision
+    x shots at its latest step, or the first HTML_MAX_ROWS."""
+    n = len(table.rows)
+    if n <= HTML_MAX_ROWS:
+        return table, ""
+    rows = table.rows
+    kept = "the first rows"
+    if table.name.startswith("tasks/"):
+        c = {name: i for i, name in enumerate(table.columns)}
+        latest: dict[tuple, Any] = {}
+        for r in rows:
+            k = (r[c["series"]], r[c["size"]], r[c["precision"]], r[c["shots"]])
+            step = r[c["step"]]
+            rank = (1, 0) if step is None else (0, step)
+            if k not in latest or rank > latest[k]:
+                latest[k] = rank
+        rows = tuple(r for r in rows if latest[(r[c["series"]], r[c["size"]], r[c["precision"]],
+                                               r[c["shots"]])] == ((1, 0) if r[c["step"]] is None
+                                                                   else (0, r[c["step"]])))
+        kept = "the latest step of each series x size x precision x shots"
+    if len(rows) > HTML_MAX_ROWS:
+        rows, kept = rows[:HTML_MAX_ROWS], "the first rows"
+    note = (f"This page shows {kept} ({len(rows)} of the {n} rows); every row is in "
+            f"{table.name}.md and {table.name}.csv.")
+    return dataclasses.replace(table, rows=rows), note
+
+
 def _section(sec_id: str, title: str, table: Table | None, note: str, version: str,
              before: str = "") -> str:
     out = [f'<section id="{escape_html(sec_id)}"><h2>{escape_html(title)}</h2>\n']
@@ -234,9 +268,12 @@ def _section(sec_id: str, title: str, table: Table | None, note: str, version: s
             out.append(f'<p class="note">{escape_html(table.note)}</p>\n')
         if note:
             out.append(f'<p class="note">{escape_html(note)}</p>\n')
+        shown, cut = _page_rows(table)
+        if cut:
+            out.append(f'<p class="note cut">{escape_html(cut)}</p>\n')
         out.append(before)
         out.append(_links(table.name))
-        out.append(html_table(table, "table-" + table.name.replace("/", "-")))
+        out.append(html_table(shown, "table-" + table.name.replace("/", "-")))
     out.append("</section>\n")
     return "".join(out)
 

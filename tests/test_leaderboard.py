@@ -399,3 +399,19 @@ def test_cli_diff_against_folder_and_git_ref(tmp_path, rows, capsys):
         assert out[0]["new"] == 0.999 and out[0]["series"] == d["series"]
     assert _cli("leaderboard", "--diff", "no-such-ref", cwd=tmp_path) == 2
     assert "cannot read results/rows.jsonl at that ref" in capsys.readouterr().err
+
+
+def test_long_tables_are_cut_on_the_page_only(monkeypatch):
+    import evalsuite.leaderboard_render as render
+
+    monkeypatch.setattr(render, "HTML_MAX_ROWS", 10)
+    rows = synthetic_rows(tasks=("t",), sizes=(("1m", 10**6), ("3m", 3 * 10**6)),
+                          steps=(1, 2, 3, 4, 5, 6))
+    files = render_leaderboard(rows, scaling=False)
+    page = files["index.html"].decode()
+    assert "This page shows the latest step of each series x size x precision x shots (2 of the " \
+           "12 rows); every row is in tasks/t.md and tasks/t.csv." in page
+    section = page[page.index('id="table-tasks-t"'):]
+    section = section[:section.index("</table>")]
+    assert section.count("<tr>") == 1 + 2
+    assert files["tasks/t.md"].decode().count("| t | ladder |") == 12
