@@ -103,10 +103,11 @@ def test_results_command_table_json_csv(first_run, tmp_path, capsys):
     assert (tmp_path / "r.csv").read_text().count("\n") == 13
 
 
+@pytest.mark.parametrize("engine", ["evalsuite", "hf"])
 @pytest.mark.parametrize("task,shots", [("arc_easy", 0), ("arc_easy", 2), ("lambada_openai", 0),
                                         ("triviaqa", 0), ("lambada_rolling", 0)])
-def test_same_numbers_as_lm_eval_simple_evaluate(series, data_dir, tmp_path, task, shots):
-    """The primary metric equals lm_eval.simple_evaluate with its hf model (1e-6)."""
+def test_same_numbers_as_lm_eval_simple_evaluate(series, data_dir, tmp_path, task, shots, engine):
+    """The primary metric equals lm_eval.simple_evaluate with its hf model (1e-6), both engines."""
     import lm_eval
 
     from evalsuite.registry import TaskRegistry
@@ -115,7 +116,7 @@ def test_same_numbers_as_lm_eval_simple_evaluate(series, data_dir, tmp_path, tas
     ckpt = series / "tiny-14k" / "step200"
     results = tmp_path / "res"
     assert main(["run", str(ckpt), "--tasks", task, "--limit", "3", "--num-fewshot", str(shots),
-                 "--results", str(results), "--data-dir", str(data_dir)]) == 0
+                 "--results", str(results), "--data-dir", str(data_dir), "--engine", engine]) == 0
     rows = ResultStore(results).to_frame()
     ours = rows[rows.is_primary].iloc[0]
     spec = TaskRegistry(data_dir=data_dir).get(task)
@@ -126,7 +127,7 @@ def test_same_numbers_as_lm_eval_simple_evaluate(series, data_dir, tmp_path, tas
     res = ref["results"][task]
     key = next(k for k in res if k.split(",")[0] == spec.primary_metric)
     assert ours.value == pytest.approx(res[key], abs=1e-6)
-    assert ours.num_fewshot == shots
+    assert ours.num_fewshot == shots and ours.engine == engine
 
 
 def _rows(results: Path) -> list[dict]:
@@ -182,7 +183,7 @@ def test_broken_checkpoint_is_skipped_and_others_finish(series, data_dir, tmp_pa
 def test_run_errors_are_clear(series, data_dir, tmp_path, capsys):
     assert main(["run", str(series), "--tasks", "arc_eazy", "--results", str(tmp_path)]) == 2
     assert "Did you mean: arc_easy" in capsys.readouterr().err
-    assert main(["run", str(series), "--tasks", "arc_easy", "--precisions", "int3",
+    assert main(["run", str(series), "--tasks", "arc_easy", "--precisions", "int2",
                  "--results", str(tmp_path), "--data-dir", str(data_dir)]) == 2
     assert "never silently falls back" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "none"), "--tasks", "arc_easy", "--results", str(tmp_path)]) == 2

@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--precisions", default="fp32", help="comma-separated: fp32,bf16,fp16")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", default="8", help="an integer, or auto (CUDA batch-size search)")
-    p.add_argument("--engine", default="hf", choices=["hf", "evalsuite"],
+    p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"],
                    help="scoring engine: lm-eval's hf model (reference) or evalsuite's fast engine")
     p.add_argument("--seed", type=int, default=1234, help="few-shot/numpy/torch seed")
     p.add_argument("--bootstrap-iters", type=int, default=1000,
