@@ -48,7 +48,7 @@ def site(tmp_path_factory):
     rows = synthetic_rows(series=("ladder", EVIL), tasks=("arc_easy", EVIL),
                           sizes=(("1m", 10**6), ("3m", 3 * 10**6), ("10m", 10**7),
                                  ("30m", 3 * 10**7)),
-                          precisions=("fp32", "int8"), model_bits=True)
+                          steps=(1000, 4000), precisions=("fp32", "int8"), model_bits=True)
     out = tmp / "leaderboards"
     build_leaderboard(rows, out)
     return tmp, out, prepare_leaderboard(rows, scaling=False)
