@@ -113,3 +113,9 @@ def test_missing_data_is_a_clear_error(capsys, tmp_path):
     assert main(["obs", "pca", "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "file not found" in err and "EVALSUITE_OBS_DATA" in err
+
+
+def test_unknown_benchmark_is_a_clear_error(capsys, obs_dir):
+    assert main(["obs", "pca", "--data", obs_dir, "--benchmarks", "MMLU,Foo"]) == 2
+    err = capsys.readouterr().err
+    assert "['Foo']" in err and "available: " in err and "GSM8K" in err

@@ -91,6 +91,12 @@ def _load(args) -> _Data:
         frame = full[~full["Instruct"].astype(bool)]
     else:
         frame = full
+    absent = [b for b in bench if b not in full.columns]
+    if absent:
+        known = [c for c in full.columns if c not in ("model", "family", "n_params", "tokens_seen",
+                                                      "compute_flops", "compute_flops_reported")]
+        raise CliError(f"{path}: --benchmarks names {absent}, which the table (after the column "
+                       f"mapping) does not have; available: {', '.join(map(str, known))}")
     k = getattr(args, "components", 3)
     observed = frame[list(bench)].notna().sum(axis=1)
     dropped = frame["model"][observed < k].tolist()
@@ -162,8 +168,11 @@ def _cmd_families(args) -> int:
 
     d = _load(args)
     pca = _fit_pca(d, args.components)
-    eff = obs.FamilyEfficiency(min_models=args.min_models, level=args.level).fit(
-        pca.transform(d.frame), d.frame, source=d.source)
+    try:
+        eff = obs.FamilyEfficiency(min_models=args.min_models, level=args.level).fit(
+            pca.transform(d.frame), d.frame, source=d.source)
+    except obs.ObsDataError as e:
+        raise CliError(str(e)) from e
     mismatch = obs.check_flops(d.frame)
     if args.json:
         _print_json({"data": d.source, "sample": d.sample,

@@ -192,6 +192,9 @@ class CapabilityPCA:
         x = np.column_stack([pd.to_numeric(frame[b], errors="coerce").to_numpy(float)
                              for b in benchmarks])
         n, nb = x.shape
+        if n < 2:
+            raise ObsDataError(f"{source}: {n} model(s); the capability space needs at least "
+                               "n_components + 1 models")
         k = int(self.n_components)
         if not 1 <= k <= min(n - 1, nb):
             raise ObsDataError(f"{source}: n_components={k} must be between 1 and "

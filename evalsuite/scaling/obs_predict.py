@@ -456,6 +456,9 @@ def backtest_target(frame: pd.DataFrame, target: pd.Series, train_models: Sequen
     test_models = [m for m in test_models if m in known and m not in set(space_models)]
     if not test_models:
         raise ObsDataError(f"{target.name}: no test model with a target score for split {split}")
+    if len(train_models) < 5:
+        raise ObsDataError(f"{target.name}: {len(train_models)} training model(s) with a target "
+                           f"score for split {split}; loosen the split (e.g. a higher FLOPs cutoff)")
     reg = SigmoidRegression(chance=chance, n_bootstrap=n_bootstrap, seed=seed,
                             robust_scale=robust_scale)
     rows = frame[frame["model"].isin(train_models + test_models)].reset_index(drop=True)
