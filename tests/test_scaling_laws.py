@@ -160,3 +160,16 @@ def test_scaling_imports_without_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_selection_by_bic_picks_the_true_form():
+    rng = np.random.default_rng(8)
+    u = np.log10(X)
+    y_line = 0.3 + 0.05 * (u - u.min()) + rng.normal(0, 0.003, len(X))
+    fit = ScalingLaw(form="bic", x="n_params", n_boot=0).fit(frame_from(X, y_line, 0.003))
+    assert fit.form in ("linear", "power")  # a power law with small curvature is a line too
+    y_flat = 0.25 + 0.003 * np.array([1, -1, -1, 1] * 3)   # no trend in any direction
+    assert ScalingLaw(form="bic", x="n_params", n_boot=0).fit(
+        frame_from(X, y_flat, 0.003)).form == "flat"
+    fit = ScalingLaw(form="aicc", x="n_params", n_boot=0).fit(frame_from(X[:3], y_flat[:3], 0.003))
+    assert fit.form in ("flat", "linear")

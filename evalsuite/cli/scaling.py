@@ -27,7 +27,7 @@ def _common_args(p, *, series_required: bool = False) -> None:
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit a scaling law per task (final checkpoints of a series)")
     _common_args(p, series_required=True)
-    p.add_argument("--form", default="auto", choices=["auto", "power", "sigmoid", "linear", "flat"])
+    p.add_argument("--form", default="auto", choices=["auto", "aicc", "bic", "power", "sigmoid", "linear", "flat"])
     p.add_argument("--x", default="compute_flops",
                    choices=["compute_flops", "n_params", "n_params_nonembedding", "tokens_seen",
                             "model_bits"])

@@ -14,7 +14,7 @@ bounds of ``laws.Law.bounds``. AIC, AICc and BIC use the Gaussian likelihood wit
 variance estimated (n log(RSS/n) + penalty); every candidate form that has enough points is
 fitted and listed in ``summary()["candidates"]``.
 
-Model selection (``form="auto"``): a series has few sizes (Pythia: 5 or 6 points up to 2.8B),
+Model selection (``form="auto"``; ``"aicc"`` and ``"bic"`` select by that criterion instead): a series has few sizes (Pythia: 5 or 6 points up to 2.8B),
 where AICc is dominated by its small-sample penalty and picks a flat line for curves that
 clearly rise, and cross-validation can pick a step function. So ``auto`` uses the saturating
 power law for scores and losses (the form whose extrapolations held up in the Pythia back-test,
@@ -55,6 +55,8 @@ __all__ = ["ScalingLaw", "ScalingFit", "Prediction", "FitError", "fit_scaling_la
            "select_points", "X_COLUMNS"]
 
 #: horizontal axes a fit can use (ResultRow columns)
+#: form names that choose a form rather than name one
+SELECTORS = ("auto", "aicc", "bic")
 X_COLUMNS = ("compute_flops", "n_params", "n_params_nonembedding", "tokens_seen", "model_bits")
 LOSS_METRICS = {"ppl", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "loss",
                 "likelihood_difference"}
@@ -185,7 +187,7 @@ class ScalingFit:
         """JSON-ready description of the fit."""
         return {
             "task": self.task, "metric": self.metric, "series": list(self.series),
-            "form": self.form, "formula": self.law.formula, "x": self.x_name,
+            "form": self.form, "formula": self._formula(), "x": self.x_name,
             "params": {k: float(v) for k, v in self.params.items()},
             "param_intervals": {k: list(v) for k, v in self.param_intervals(level).items()},
             "level": level, "x_ref": float(10 ** self.u_ref),
@@ -198,12 +200,19 @@ class ScalingFit:
             "candidates": [dict(c) for c in self.candidates],
         }
 
+    def _formula(self) -> str:
+        if self.form == "power":
+            return ("y = E - A * (x/x_ref)^(-alpha)   (E: the ceiling the score saturates to)"
+                    if self.sign < 0 else
+                    "y = E + A * (x/x_ref)^(-alpha)   (E: the irreducible loss)")
+        return self.law.formula
+
     def report(self, level: float = 0.9) -> str:
         """Human-readable summary."""
         s = self.summary(level)
         lines = [f"{self.task or '?'} / {self.metric or '?'}: {self.form} law in {self.x_name} "
                  f"({self.n_points} points, x from {s['x_range'][0]:.3g} to {s['x_range'][1]:.3g})",
-                 f"  {self.law.formula}   (x_ref = {s['x_ref']:.3g})"]
+                 f"  {self._formula()}   (x_ref = {s['x_ref']:.3g})"]
         for name, v in s["params"].items():
             lo, hi = s["param_intervals"][name]
             lines.append(f"  {name:>8} = {v:.4g}   [{lo:.4g}, {hi:.4g}] ({level:.0%} bootstrap, "
@@ -257,7 +266,10 @@ class ScalingLaw:
     """Settings of a scaling-law fit. ``fit(frame)`` returns an immutable ``ScalingFit``.
 
     Keyword arguments:
-        form: ``power``, ``sigmoid``, ``linear``, ``flat`` or ``auto`` (see module docstring).
+        form: ``power``, ``sigmoid``, ``linear``, ``flat``; ``auto`` (the power law, see the
+            module docstring); or ``aicc`` / ``bic``: the form with the lowest AICc / BIC
+            among those with enough points (reported in the back-test notes as unreliable at
+            4 to 6 sizes).
         x: horizontal axis, one of ``X_COLUMNS`` (default training compute in FLOPs).
         n_boot: bootstrap replicates (0: no intervals beyond the noise of a new observation).
         bootstrap: ``both`` (default), ``items`` or ``models``.
@@ -295,7 +307,7 @@ class ScalingLaw:
         if not isinstance(frame, pd.DataFrame):
             raise FitError("fit expects a pandas DataFrame with the ResultRow columns "
                            "(ResultStore.to_frame()); got " + type(frame).__name__)
-        if self.form != "auto":
+        if self.form not in SELECTORS:
             get_law(self.form)
         if self.x not in X_COLUMNS:
             raise FitError(f"x={self.x!r} is not a known axis; use one of {X_COLUMNS}")
@@ -358,9 +370,10 @@ class ScalingLaw:
             n_items = int(n.median()) if len(n) else None
         u_ref = float(np.min(u))
         n_distinct = len(np.unique(np.round(u, 9)))
-        form = "power" if self.form == "auto" else self.form
+        selecting = self.form in ("aicc", "bic")
+        form = "power" if self.form in SELECTORS else self.form
         law = get_law(form)
-        if n_distinct < law.n_params + 1:
+        if n_distinct < law.n_params + 1 and not selecting:
             raise FitError(f"the {form} law has {law.n_params} parameters and needs at least "
                            f"{law.n_params + 1} distinct {self.x} values; got {n_distinct}. Add "
                            "sizes or checkpoints, or use form='linear' (2) or 'flat' (1)")
@@ -370,7 +383,7 @@ class ScalingLaw:
         for name, cand in LAWS.items():
             if n_distinct < cand.n_params + 1 or (name == "sigmoid" and not bounded):
                 continue
-            if not self.compare_forms and name != form:
+            if not self.compare_forms and name != form and not selecting:
                 continue
             th = _fit_once(cand, u, y, w, u_ref, sign, chance, bounded)
             rss = float(np.sum((cand(u, th, u_ref, sign) - y) ** 2))
@@ -380,6 +393,15 @@ class ScalingLaw:
                                "bic": bic})
             if name == form:
                 theta = th
+        if selecting:
+            key = self.form
+            scored = [c for c in candidates if c[key] is not None and math.isfinite(c[key])]
+            if not scored:
+                raise FitError(f"form={self.form!r}: no form has enough points for a finite "
+                               f"{key.upper()} ({n_distinct} distinct {self.x} values)")
+            best = min(scored, key=lambda c: c[key])
+            form, law = best["form"], get_law(best["form"])
+            theta = np.array([best["params"][p] for p in law.params], float)
         rss = float(np.sum((law(u, theta, u_ref, sign) - y) ** 2))
         aic, aicc, bic = _information(rss, len(y), law.n_params)
         dof = max(len(y) - law.n_params, 1)
