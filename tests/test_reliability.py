@@ -1,0 +1,259 @@
+"""Reliability: killed runs, concurrent runs, torn files, full disks, malformed input (property tests)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evalsuite.cli import main
+from evalsuite.records import ResultRow
+from evalsuite.series import SeriesError, discover_series, read_manifest
+from evalsuite.store import ResultStore, StoreError
+from evalsuite.testing import build_tiny_series
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _row(i: int, **kw) -> ResultRow:
+    base = dict(checkpoint_id=f"s-1k@{i}:fp32", series="s", size="1k", step=i, n_params=10,
+                n_params_nonembedding=5, tokens_seen=i, compute_flops=60.0 * i, weight_hash="h",
+                precision="fp32", task="t", task_version="1", metric="acc", is_primary=True,
+                value=0.5, stderr=0.1, n_samples=10, num_fewshot=0, chance=0.25, cell_key=f"k{i}")
+    base.update(kw)
+    return ResultRow(**base)
+
+
+# ---- store: torn lines, full disk ----------------------------------------------------------
+
+def test_torn_last_line_is_reported_ignored_and_repaired(tmp_path, caplog):
+    store = ResultStore(tmp_path)
+    store.append([_row(1), _row(2)])
+    with open(store.rows_path, "ab") as fh:
+        fh.write(b'{"checkpoint_id": "s-1k@3:fp32", "ser')  # killed mid-write
+    rows = store.read_rows()
+    assert [r.step for r in rows] == [1, 2]
+    assert "skipping unreadable row" in caplog.text and ":3:" in caplog.text
+    store.append([_row(3)])  # the next append starts on a fresh line
+    assert [r.step for r in store.read_rows()] == [1, 2, 3]
+
+
+def test_nan_scores_are_stored_as_missing(tmp_path):
+    store = ResultStore(tmp_path)
+    store.append([_row(1, value=float("nan"), stderr=float("inf"))])
+    (row,) = store.read_rows()
+    assert row.value is None and row.stderr is None
+    assert "NaN" not in store.rows_path.read_text()
+
+
+def test_full_or_read_only_results_folder_fails_cleanly(tmp_path, monkeypatch):
+    store = ResultStore(tmp_path)
+    store.append([_row(1)])
+    before = store.rows_path.read_bytes()
+
+    def no_space(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", no_space)
+    with pytest.raises(StoreError, match=r"No space left on device.*rows already in the file are intact"):
+        store.append([_row(2)])
+    monkeypatch.undo()
+    assert store.rows_path.read_bytes() == before
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(StoreError, match=r"Read-only file system.*--results DIR"):
+        store.append([_row(2)])
+    monkeypatch.undo()
+    assert [r.step for r in store.read_rows()] == [1]
+
+
+# ---- killed and concurrent runs -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel") / "tiny"
+    build_tiny_series(root, sizes=(("14k", 16, 1), ("20k", 16, 2)), steps=(0, 100),
+                      tokens_per_step=1024)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    from conftest import shared_data_path
+
+    return shared_data_path("benchmarks")
+
+
+def _primary_keys(results: Path) -> list[str]:
+    p = results / "rows.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("is_primary"):
+            out.append(r["cell_key"])
+    return out
+
+
+def test_sigkill_at_ten_seeded_points_then_rerun_completes(series, data_dir, tmp_path):
+    """Kill `evalsuite run` with SIGKILL at 10 random (seeded) moments; nothing finished is lost."""
+    results = tmp_path / "res"
+    cmd = [sys.executable, "-m", "evalsuite", "run", str(series), "--tasks", "arc_easy,copa",
+           "--limit", "2", "--results", str(results), "--data-dir", str(data_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    rng = random.Random(20261122)
+    snapshots: list[bytes] = []
+    for _ in range(10):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(0.5, 9.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        text = (results / "rows.jsonl").read_bytes() if (results / "rows.jsonl").exists() else b""
+        complete = text[: text.rfind(b"\n") + 1]
+        for earlier in snapshots:  # finished rows are never changed or lost
+            assert complete.startswith(earlier)
+        snapshots.append(complete)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    keys = _primary_keys(results)
+    assert len(keys) == 8 and len(set(keys)) == 8  # 4 checkpoints x 2 tasks, each exactly once
+    assert (results / "rows.jsonl").read_bytes().startswith(snapshots[-1])
+
+
+def test_second_concurrent_run_stops_with_a_clear_message(series, data_dir, tmp_path, capsys):
+    import fcntl
+
+    results = tmp_path / "res"
+    results.mkdir()
+    with open(results / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # a first run holds the folder
+        code = main(["run", str(series), "--tasks", "copa", "--limit", "1", "--results",
+                     str(results), "--data-dir", str(data_dir)])
+    assert code == 2
+    assert "another evalsuite run is writing to" in capsys.readouterr().err
+    assert not (results / "rows.jsonl").exists()
+
+
+def test_two_concurrent_processes_never_interleave_rows(series, data_dir, tmp_path):
+    results = tmp_path / "res"
+    cmd = [sys.executable, "-m", "evalsuite", "run", str(series), "--tasks", "copa", "--limit", "2",
+           "--results", str(results), "--data-dir", str(data_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    b = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    errs = [a.communicate(timeout=300)[1], b.communicate(timeout=300)[1]]
+    assert sorted([a.returncode, b.returncode])[0] == 0
+    if a.returncode and b.returncode == 0 or b.returncode and a.returncode == 0:
+        assert any("another evalsuite run" in e for e in errs)
+    subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=True)
+    keys = _primary_keys(results)
+    assert len(keys) == 4 and len(set(keys)) == 4
+    for line in (results / "rows.jsonl").read_text().splitlines():
+        json.loads(line)  # every line whole
+
+
+# ---- security --------------------------------------------------------------------------------------
+
+def test_no_shell_true_and_remote_code_off_by_default():
+    for path in (REPO / "evalsuite").rglob("*.py"):
+        assert "shell=True" not in path.read_text(), path
+    from evalsuite.records import RunConfig
+
+    assert RunConfig(tasks=("x",)).trust_remote_code is False
+
+
+def test_task_code_only_from_bundled_or_named_folders(tmp_path):
+    """A `!function` task file is only ever read from tasks/ or a folder passed with --include-path."""
+    from evalsuite.registry import TaskRegistry
+
+    evil = tmp_path / "elsewhere"
+    evil.mkdir()
+    (evil / "evil.yaml").write_text("task: evil\ndoc_to_text: !function evil.run\n")
+    reg = TaskRegistry()
+    with pytest.raises(Exception, match="unknown task 'evil'"):
+        reg.get("evil")
+
+
+# ---- property tests ------------------------------------------------------------------------------
+
+_settings = settings(max_examples=40, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@_settings
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_store_reader_survives_any_bytes(tmp_path_factory, lines):
+    root = tmp_path_factory.mktemp("prop")
+    store = ResultStore(root)
+    store.append([_row(1)])
+    with open(store.rows_path, "ab") as fh:
+        for line in lines:
+            fh.write(line + b"\n")
+    rows = store.read_rows()
+    assert rows and rows[0].step == 1
+
+
+@_settings
+@given(st.text(max_size=300), st.sampled_from([".yaml", ".json"]))
+def test_manifest_reader_survives_any_text(tmp_path_factory, text, suffix):
+    root = tmp_path_factory.mktemp("man")
+    path = root / f"m{suffix}"
+    path.write_text(text)
+    try:
+        scan = read_manifest(path)
+    except SeriesError:
+        return
+    for where, msg in scan.problems:
+        assert isinstance(msg, str) and msg
+
+
+_entry = st.fixed_dictionaries({}, optional={
+    "path": st.sampled_from(["a", "../nope", "", "a/b"]), "hub": st.text(max_size=10),
+    "size": st.one_of(st.none(), st.text(max_size=5), st.integers()),
+    "step": st.one_of(st.none(), st.integers(-5, 10**6), st.text(max_size=4), st.floats()),
+    "tokens_seen": st.one_of(st.none(), st.integers(), st.text(max_size=4)),
+    "bogus": st.integers()})
+
+
+@_settings
+@given(st.lists(_entry, max_size=5))
+def test_manifest_entries_never_crash(tmp_path_factory, entries):
+    root = tmp_path_factory.mktemp("ent")
+    path = root / "m.json"
+    path.write_text(json.dumps({"checkpoints": entries}, default=str))
+    scan = read_manifest(path, hash_weights_=False)
+    assert len(scan.checkpoints) + len(scan.problems) == len(entries)
+
+
+@_settings
+@given(st.lists(st.tuples(st.sampled_from(["a", "b-1m", "step5", "checkpoint-7", "x/step9"]),
+                          st.sampled_from(["config.json", "model.safetensors", "tokenizer.json",
+                                           "trainer_state.json"]),
+                          st.binary(max_size=64)), max_size=10))
+def test_series_discovery_survives_malformed_folders(tmp_path_factory, files):
+    root = tmp_path_factory.mktemp("ser")
+    for folder, name, data in files:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / name).write_bytes(data)
+    try:
+        scan = discover_series(root)
+    except SeriesError:
+        return
+    assert all(isinstance(m, str) for _, m in scan.problems)
