@@ -173,3 +173,22 @@ def test_selection_by_bic_picks_the_true_form():
         frame_from(X, y_flat, 0.003)).form == "flat"
     fit = ScalingLaw(form="aicc", x="n_params", n_boot=0).fit(frame_from(X[:3], y_flat[:3], 0.003))
     assert fit.form in ("flat", "linear")
+
+
+def test_size_token_law_recovers_parameters():
+    from evalsuite.scaling import SizeTokenLaw
+
+    rng = np.random.default_rng(9)
+    n = np.repeat([1e7, 3e7, 1e8, 3e8, 1e9], 6)
+    d = np.tile([1e9, 3e9, 1e10, 3e10, 1e11, 3e11], 5)
+    E, A, alpha, B, beta = 0.85, 0.3, 0.35, 0.2, 0.3
+    y = E - A * (n / 1e7) ** -alpha - B * (d / 1e9) ** -beta + rng.normal(0, 0.003, len(n))
+    frame = pd.DataFrame({"n_params": n, "tokens_seen": d, "value": y, "stderr": 0.003,
+                          "n_samples": 2000})
+    fit = SizeTokenLaw(n_boot=10).fit(frame)
+    assert fit.params["E"] == pytest.approx(E, abs=0.03)
+    assert fit.params["alpha"] == pytest.approx(alpha, rel=0.2)
+    assert fit.params["beta"] == pytest.approx(beta, rel=0.2)
+    p = fit.predict([1e10], 3e11)
+    assert p.extrapolated[0] and p.distance[0] == pytest.approx(1.0)
+    assert p.lower[0] <= p.mean[0] <= p.upper[0]
