@@ -30,6 +30,12 @@ _MD_SPECIAL = set("\\`*_[]|~#$!{}")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _is_break(ch: str) -> bool:
+    """Control characters and line separators: none of them belongs inside a table cell."""
+    o = ord(ch)
+    return o < 0x20 or 0x7F <= o <= 0x9F or ch in "\u2028\u2029"
+
+
 def escape_markdown(text: Any) -> str:
     """Text safe inside a markdown table cell or heading: no raw HTML, no markup, no cell break."""
     out = []
@@ -40,7 +46,7 @@ def escape_markdown(text: Any) -> str:
             out.append("&lt;")
         elif ch == ">":
             out.append("&gt;")
-        elif ch in "\r\n":
+        elif _is_break(ch):
             out.append(" ")
         elif ch in _MD_SPECIAL:
             out.append("\\" + ch)
@@ -50,7 +56,11 @@ def escape_markdown(text: Any) -> str:
 
 
 def escape_html(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    """``html.escape`` (quotes too), control characters shown as spaces."""
+    text = str(text)
+    if any(_is_break(ch) for ch in text):
+        text = "".join(" " if _is_break(ch) else ch for ch in text)
+    return html.escape(text, quote=True)
 
 
 def csv_escape(text: str) -> str:

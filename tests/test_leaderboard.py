@@ -416,3 +416,29 @@ def test_long_tables_are_cut_on_the_page_only(monkeypatch):
     section = section[:section.index("</table>")]
     assert section.count("<tr>") == 1 + 2
     assert files["tasks/t.md"].decode().count("| t | ladder |") == 12
+
+
+def test_any_name_keeps_tables_whole_and_inert():
+    """Property: whatever a name holds, a markdown row keeps its cells, HTML gets no markup."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from evalsuite.leaderboard import Table
+    from evalsuite.leaderboard_render import html_table, markdown_table
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.text(min_size=0, max_size=20), min_size=1, max_size=3))
+    def check(names):
+        cols = tuple(f"c{i}" for i in range(len(names)))
+        table = Table(name="x", title="x", columns=cols, rows=(tuple(names),), n_source=0,
+                      digest="0")
+        md_row = markdown_table(table).splitlines()[2]
+        assert md_row.replace("\\\\", "").replace("\\|", "").count("|") == len(names) + 1
+        assert "<" not in md_row and ">" not in md_row and "\n" not in md_row
+        body = html_table(table, "t")
+        cells = body[body.index("<tbody>"):]
+        assert cells.count("<td>") == len(names)
+        for n in names:
+            assert "<" not in n or n not in cells
+
+    check()
