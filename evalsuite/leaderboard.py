@@ -107,13 +107,12 @@ _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(ResultRow))
 
 def _row_dict(row: ResultRow) -> dict[str, Any]:
     """``row.to_dict()`` without dataclasses.asdict's deep copies (ten times faster; the same
-    dict for ResultRow's flat fields)."""
+    dict for ResultRow's flat fields; every non-finite float becomes None)."""
     d = {k: getattr(row, k) for k in _ROW_FIELDS}
     d["versions"] = dict(row.versions or {})
-    for k in ("value", "stderr", "compute_flops"):
-        v = d[k]
+    for k, v in d.items():
         if isinstance(v, float) and not math.isfinite(v):
-            d[k] = None
+            d[k] = None  # as to_dict does for its float fields (JSON has no NaN)
     return d
 
 
