@@ -322,18 +322,21 @@ def _summary_table(cells: Sequence[Cell]) -> Table:
             latest[k] = (step_rank, c.step, c.n_params, c.compute_flops)
     task_cols = sorted({column(c) for c in cells})
     values: dict[tuple, dict[str, float | None]] = {k: {} for k in latest}
+    scores: dict[tuple, list[float]] = {k: [] for k in latest}
     used: list[Cell] = []
     for c in cells:
         k = (c.series, c.size, c.precision)
         if c.step == latest[k][1]:
             values[k][column(c)] = c.plot_value
+            if c.score is not None:
+                scores[k].append(c.score)
             used.append(c)
     order = sorted(latest, key=lambda k: (k[0], _none_last(latest[k][2]), k[1],
                                           _precision_rank(k[2])))
     rows = []
     for k in order:
         vals = values[k]
-        present = [v for v in vals.values() if v is not None]
+        present = scores[k]  # the mean is over normalised scores only, never raw perplexities
         mean = sum(present) / len(present) if present else None
         rows.append((k[0], k[1], latest[k][2], latest[k][1], k[2], latest[k][3], mean,
                      len(present)) + tuple(vals.get(t) for t in task_cols))
@@ -347,7 +350,7 @@ def _summary_table(cells: Sequence[Cell]) -> Table:
                  formats=formats,
                  note="The latest step of each series x size x precision. Task columns hold the "
                       "chance-normalised score (the raw value where it does not apply); "
-                      "mean_score averages the tasks present.")
+                      "mean_score averages the normalised scores present, tasks counts them.")
 
 
 def _precision_table(cells: Sequence[Cell]) -> tuple[Table | None, str]:

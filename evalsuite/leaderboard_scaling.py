@@ -256,7 +256,11 @@ def _emergence(cells) -> tuple[Any, str]:
     rows, used = [], []
     counts: dict[str, int] = {}
     groups = _groups(cells)
+    lower_better = 0
     for (task, series, shots), group in sorted(groups.items(), key=_group_order):
+        if not group[0].higher_is_better:
+            lower_better += 1  # the criterion reads a rise as improvement: not for a loss
+            continue
         curves = [("sizes", "all", "compute_flops", _final_per_size(group))]
         by_size: dict[tuple, list] = {}
         for c in group:
@@ -297,7 +301,9 @@ def _emergence(cells) -> tuple[Any, str]:
         note=("Verdicts of evalsuite.scaling.emergence (flat, smooth, emergent, peaked, "
               "inverse) on the raw primary metric: across sizes (final checkpoints, x = "
               "training compute) and across the steps of each size (x = tokens seen). Onset "
-              f"interval: 90% bootstrap ({EMERGENCE_BOOT} replicates). Tally: {tally}.")), ""
+              f"interval: 90% bootstrap ({EMERGENCE_BOOT} replicates). Tally: {tally}."
+              + (f" {lower_better} task x series with a lower-is-better metric not classified."
+                 if lower_better else ""))), ""
 
 
 def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = (),

@@ -442,3 +442,21 @@ def test_any_name_keeps_tables_whole_and_inert():
             assert "<" not in n or n not in cells
 
     check()
+
+
+def test_lower_is_better_metric_is_shown_raw_and_kept_out_of_means():
+    rows = synthetic_rows(tasks=("acc_task", "ppl_task"), sizes=(("1m", 10**6), ("2m", 2 * 10**6),
+                                                                ("4m", 4 * 10**6), ("8m", 8 * 10**6)))
+    rows = [dataclasses.replace(r, higher_is_better=False, chance=None, metric="ppl",
+                                value=30.0 - 10 * r.value) if r.task == "ppl_task" else r
+            for r in rows]
+    files = render_leaderboard(rows)
+    recs = list(csv.DictReader(files["summary.csv"].decode().splitlines()[1:]))
+    for r in recs:
+        assert float(r["ppl_task"]) > 1  # the raw perplexity, not a normalised score
+        assert r["tasks"] == "1" and float(r["mean_score"]) == float(r["acc_task"])
+    task_recs = list(csv.DictReader(files["tasks/ppl_task.csv"].decode().splitlines()[1:]))
+    assert {r["score"] for r in task_recs} == {""}
+    emergence = files["emergence.md"].decode()
+    assert "1 task x series with a lower-is-better metric not classified" in emergence
+    assert "| ppl\\_task |" not in emergence
