@@ -176,3 +176,14 @@ def test_cli_uses_per_sample_files_for_items_and_logprob(tmp_path, capsys):
     em = json.loads(capsys.readouterr().out)[0]
     assert em["verdict"] == "emergent" and em["companion_verdict"] == "smooth"
     assert sizes[0] < em["onset_x"] / (6 * 1e7) < sizes[-1]
+
+
+def test_opt_core_out_of_sample(shared_data):
+    """The default form was chosen on Pythia; OPT is an independent check."""
+    from evalsuite.importer import import_results
+
+    files = sorted(shared_data("pythia_evals", "opt").glob("opt-*.json"))
+    frame = pd.DataFrame([r.to_dict() for r in import_results(files)])
+    res = _split(frame, "opt", ["30b", "66b"])
+    s = summarize_backtest(res).iloc[0]
+    assert s["n"] == 12 and s["beats_b1"] and s["beats_b2"] and s["mae"] <= 0.015

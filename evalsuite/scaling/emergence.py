@@ -264,8 +264,9 @@ def emergence_table(frame: pd.DataFrame, *, series: str | None = None, across: s
                     size: str | None = None, x: str | None = None, num_fewshot: int | None = 0,
                     tasks: Sequence[str] | None = None, companions: dict[str, str] | None = None,
                     n_boot: int = 100) -> pd.DataFrame:
-    """Classify every task of a series: ``across='sizes'`` (final checkpoints; x = compute) or
-    ``across='steps'`` (the steps of each size, or of ``size``; x = tokens seen).
+    """Classify every task of a series: ``across='sizes'`` (final checkpoints; x = compute, or
+    parameters where the series has no token counts) or ``across='steps'`` (the steps of each
+    size, or of ``size``; x = tokens seen).
 
     ``companions``: task -> continuous metric on the same rows (default: ``lambada_openai`` ->
     ``ppl``; any task with a ``logprob`` metric uses it).
@@ -278,7 +279,7 @@ def emergence_table(frame: pd.DataFrame, *, series: str | None = None, across: s
         f = f[f["num_fewshot"] == num_fewshot]
     if tasks is not None:
         f = f[f["task"].isin(list(tasks))]
-    x = x or ("compute_flops" if across == "sizes" else "tokens_seen")
+    x_given = x
     out = []
     if across == "sizes":
         groups = [(s, None, _final(f[f["series"] == s])) for s in sorted(f["series"].unique())]
@@ -288,6 +289,10 @@ def emergence_table(frame: pd.DataFrame, *, series: str | None = None, across: s
     else:
         raise FitError(f"across={across!r}: use 'sizes' or 'steps'")
     for s, z, g in groups:
+        x = x_given or ("compute_flops" if across == "sizes" else "tokens_seen")
+        if x_given is None and across == "sizes" and \
+                pd.to_numeric(g.get(x), errors="coerce").fillna(0).gt(0).sum() == 0:
+            x = "n_params"   # token counts unknown (e.g. imported OPT/BLOOM): use size
         for task, tg in g.groupby("task"):
             prim = tg[tg["is_primary"].astype(bool)]
             if prim.empty:
