@@ -36,7 +36,8 @@ measure) and perplexities have no primary metric: they are reported apart, never
 Pythia facts used (Biderman et al. 2023, "Pythia", model table and training setup): total and
 non-embedding parameter counts per size; 2,097,152 tokens per step (1024 x 2048) for the standard
 runs, step 143000 = ~300B tokens; the batch-size ablations (``-<k>MtokBS``) use k x 2^20 tokens per
-step (k = 0.25, 0.5, 1), so their steps count at their own batch size. OPT and BLOOM sizes come
+step (k = 0.25, 0.5, 1), so their steps count at their own batch size; each is its own series
+(``pythia-0.5MtokBS``) so that the standard series holds one run per size. OPT and BLOOM sizes come
 from the size in the name (nominal counts, rounded as the name is); their token counts are not
 in the files and are left unknown.
 
@@ -159,16 +160,20 @@ def _builtin_model(name: str, path: Path, step: int | None) -> ImportedModel | N
         parts = [p for p in suffix.split("-") if p] if suffix else []
         tokens_per_step = PYTHIA_TOKENS_PER_STEP
         series = "pythia"
+        ablation = None
         extra: list[str] = []
         for p in parts:
             bs = re.fullmatch(r"(\d+(?:\.\d+)?)MtokBS", p)
             if bs:
+                # a batch-size ablation is its own series (same sizes, other tokens per step)
                 tokens_per_step = int(round(float(bs.group(1)) * 2**20))
-                extra.append(p)
+                ablation = p
             elif p == "deduped":
                 series = "pythia-deduped"
             else:  # bf16, long, ...
                 extra.append(p)
+        if ablation:
+            series += "-" + ablation
         if m.group("prefix"):
             series += "-intervention"
         # The gender-intervention case study's "baseline" runs are the deduped model itself,

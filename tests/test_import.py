@@ -93,7 +93,8 @@ def test_real_pythia_files_including_bf16(shared_data):
     assert by["1b-5shot_step143000.json"].num_fewshot == 5
     d0 = next(r for r in rows if r.series == "pythia-deduped" and r.step == 0)
     assert d0.tokens_seen == 0 and d0.size == "160m"
-    bs = next(r for r in rows if r.size == "160m-0.5MtokBS")
+    bs = next(r for r in rows if r.series == "pythia-0.5MtokBS")
+    assert bs.size == "160m"
     assert bs.tokens_seen == 12000 * 2**19
     assert any(r.series == "pythia-deduped-intervention" and r.size == "1.4b-long" for r in rows)
     assert any(r.series == "pythia-deduped-baseline" for r in rows)

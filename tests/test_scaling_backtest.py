@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalsuite.scaling import (CORE_TASKS, FitError, ScalingLaw, backtest, predict_sizes,
+from evalsuite.scaling import (FitError, ScalingLaw, backtest, predict_sizes,
                                resolve_size, summarize_backtest, task_group)
 
 SIZES = ["70m", "160m", "410m", "1b", "1b-bf16", "1.4b", "2.8b", "6.9b", "12b"]

@@ -13,7 +13,7 @@ only pooled: near-chance MMLU subjects and saturating core tasks behave differen
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
