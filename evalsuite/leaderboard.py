@@ -16,6 +16,10 @@ floats have fixed formats, rows are sorted, plots carry fixed metadata. Every fi
 evalsuite version and the rows it was built from (count and a content hash) so a reviewer can
 tell which results a committed table shows.
 
+Modules: this one (rows -> cells -> tables, writing the folder), ``leaderboard_render`` (markdown,
+CSV, HTML), ``leaderboard_plots`` (PNG), ``leaderboard_scaling`` (fits, predictions, emergence via
+``evalsuite.scaling``), ``leaderboard_diff`` (``--check`` and ``--diff``).
+
 The chance-normalised score is (v - chance) / (1 - chance) (as in nanochat's CORE metric): 0 is a
 random guesser, 1 a perfect score. It is left empty for metrics where lower is better or where the
 task declares no chance level.
@@ -265,6 +269,7 @@ class Table:
     digest: str  # content hash of those rows
     note: str = ""
     formats: Mapping[str, str] = field(default_factory=dict)  # column -> format kind
+    task: str = ""  # the task of a per-task table
 
 
 @dataclass(frozen=True)
@@ -298,7 +303,7 @@ def _task_table(task: str, cells: Sequence[Cell], slug: str) -> Table:
                   c.score_stderr, c.chance, c.n_samples) for c in cells)
     return Table(name=f"tasks/{slug}", title=f"Task: {task}", columns=TASK_COLUMNS, rows=rows,
                  n_source=len(cells), digest=_digest_of(c.digest for c in cells),
-                 formats=TASK_FORMATS,
+                 formats=TASK_FORMATS, task=task,
                  note="score = (value - chance) / (1 - chance); empty where the task has no "
                       "chance level or lower values are better.")
 

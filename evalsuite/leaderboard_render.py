@@ -314,7 +314,7 @@ def html_page(data: LeaderboardData, version: str, plots: Mapping[str, bytes]) -
     for sec_id, title, table, note in sections:
         body.append(_section(sec_id, title, table, note, version))
     for t in data.task_tables:
-        task = t.title[len("Task: "):]
+        task = t.task
         slug = data.task_slugs[task]
         png = plots.get(task)
         img = ""
@@ -354,7 +354,7 @@ def readme_page(data: LeaderboardData, version: str) -> str:
     if not data.task_tables:
         parts.append("No tasks yet.\n")
     for t in data.task_tables:
-        task = t.title[len("Task: "):]
+        task = t.task
         slug = data.task_slugs[task]
         parts.append(f"- {escape_markdown(task)}: [table]({t.name}.md), [CSV]({t.name}.csv), "
                      f"[plot](plots/{slug}.png)")
@@ -374,7 +374,7 @@ def render_files(data: LeaderboardData, *, version: str, jobs: int = 1) -> dict[
 
     files: dict[str, str | bytes] = {}
     plots: dict[str, bytes] = {}
-    tasks = [t.title[len("Task: "):] for t in data.task_tables]
+    tasks = [t.task for t in data.task_tables]
     pngs = parallel_map(_plot_job, [(data.plots[task], version, provenance(version, t))
                                     for task, t in zip(tasks, data.task_tables)], jobs)
     for t, task, png in zip(data.task_tables, tasks, pngs):

@@ -460,3 +460,16 @@ def test_lower_is_better_metric_is_shown_raw_and_kept_out_of_means():
     emergence = files["emergence.md"].decode()
     assert "1 task x series with a lower-is-better metric not classified" in emergence
     assert "| ppl\\_task |" not in emergence
+
+
+def test_page_is_self_contained(files):
+    import re
+
+    page = files["index.html"].decode()
+    assert "http://" not in page and "https://" not in page  # no network URL anywhere
+    assert re.findall(r'src="([^"]*)"', page) and all(
+        s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', page))
+    assert all(h.startswith("data:") for h in re.findall(r'<link[^>]*href="([^"]*)"', page))
+    for href in re.findall(r'<a href="([^"#][^"]*)"', page):  # links stay inside the folder
+        assert ":" not in href and not href.startswith("/") and ".." not in href, href
+        assert href in files, href
