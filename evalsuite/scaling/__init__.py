@@ -9,9 +9,13 @@ from .emergence import (EmergenceResult, classify_curve, detect_emergence, emerg
 from .fit import (FitError, Prediction, ScalingFit, ScalingLaw, fit_scaling_law, select_points)
 from .laws import LAWS, Law, get_law
 from .predict import SizeTokenFit, SizeTokenLaw, predict_sizes, resolve_size
+from . import observational
+from .observational import (CapabilityPCA, FamilyEfficiency, ObservationalPredictor, ObsDataError,
+                            place_models, select_families)
 
 __all__ = [
-    "CORE_TASKS", "EmergenceResult", "FitError", "LAWS", "Law", "Prediction", "ScalingFit",
+    "CORE_TASKS", "CapabilityPCA", "FamilyEfficiency", "ObservationalPredictor", "ObsDataError",
+    "observational", "place_models", "select_families", "EmergenceResult", "FitError", "LAWS", "Law", "Prediction", "ScalingFit",
     "ScalingLaw", "SizeTokenFit", "SizeTokenLaw", "backtest", "classify_curve",
     "detect_emergence", "emergence_table", "fit_scaling_law", "get_law", "logprob_rows",
     "predict_sizes",
