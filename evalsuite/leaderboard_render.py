@@ -16,9 +16,11 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import functools
 import html
 import io
 import math
+import re
 from typing import Any, Mapping
 
 from .leaderboard import LeaderboardData, Table
@@ -30,37 +32,32 @@ _MD_SPECIAL = set("\\`*_[]|~#$!{}")
 _CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _is_break(ch: str) -> bool:
-    """Control characters and line separators: none of them belongs inside a table cell."""
-    o = ord(ch)
-    return o < 0x20 or 0x7F <= o <= 0x9F or ch in "\u2028\u2029"
+#: Control characters and line separators: none of them belongs inside a table cell.
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: "\\" + c for c in _MD_SPECIAL}}
+_MD_PATTERN = re.compile("[" + re.escape("&<>" + "".join(sorted(_MD_SPECIAL))) + "]")
+
+
+@functools.lru_cache(maxsize=65536)
+def _escape_markdown(text: str) -> str:
+    return _MD_PATTERN.sub(lambda m: _MD_ESCAPES[m.group(0)], _BREAKS.sub(" ", text))
 
 
 def escape_markdown(text: Any) -> str:
-    """Text safe inside a markdown table cell or heading: no raw HTML, no markup, no cell break."""
-    out = []
-    for ch in str(text):
-        if ch == "&":
-            out.append("&amp;")
-        elif ch == "<":
-            out.append("&lt;")
-        elif ch == ">":
-            out.append("&gt;")
-        elif _is_break(ch):
-            out.append(" ")
-        elif ch in _MD_SPECIAL:
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
+    """Text safe inside a markdown table cell or heading: no raw HTML (``& < >`` as entities),
+    no markup (backslash before each of ``\\ ` * _ [ ] | ~ # $ ! { }``), no cell or line break
+    (control characters and line separators become spaces)."""
+    return _escape_markdown(str(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _escape_html(text: str) -> str:
+    return html.escape(_BREAKS.sub(" ", text), quote=True)
 
 
 def escape_html(text: Any) -> str:
-    """``html.escape`` (quotes too), control characters shown as spaces."""
-    text = str(text)
-    if any(_is_break(ch) for ch in text):
-        text = "".join(" " if _is_break(ch) else ch for ch in text)
-    return html.escape(text, quote=True)
+    """``html.escape`` (quotes too), control characters and line separators shown as spaces."""
+    return _escape_html(str(text))
 
 
 def csv_escape(text: str) -> str:
