@@ -117,6 +117,21 @@ def test_packing_starts_each_sequence_with_an_example(tokenizer):
     assert sum(s.count(q) for s in inputs) == used
 
 
+def test_answer_only_loss_marks_the_answer_and_its_eos(tokenizer):
+    items = [x for _, x in zip(range(400), iter_items(seed=0))]
+    lists = tokenizer([x.text for x in items], add_special_tokens=False)["input_ids"]
+    counts = [len(tokenizer(x.completion, add_special_tokens=False)["input_ids"]) for x in items]
+    inputs, labels, used = pack_sequences(lists, 20, 64, tokenizer.eos_token_id, counts)
+    targets = [t for lab in labels for t in lab if t != -100]
+    expected = tokenizer("".join(x.completion + tokenizer.eos_token for x in items[:used]),
+                         add_special_tokens=False)["input_ids"]
+    assert targets == expected
+    s = TrainSettings(steps=1, batch_size=4)
+    stream = build_token_stream(s, None, tokenizer)
+    assert stream.n_target_tokens == int((stream.labels != -100).sum())
+    assert stream.n_target_tokens < 4 * 64 / 2  # operands and prompt words carry no loss
+
+
 def test_no_training_item_equals_a_test_item(shared_data):
     """The whole shipped stream (or 20K items when no ladder is shipped) misses every test
     question, checked against contexts normalised by lm-eval's own process_docs."""
@@ -139,6 +154,9 @@ def test_no_training_item_equals_a_test_item(shared_data):
                if x.context in test)
     assert hits == 0
     assert report.removed > 0  # 2-digit questions are drawn often enough to hit test items
+    if manifest.exists():
+        # Same draws as the shipped run: this code regenerates the stream the ladder saw.
+        assert report.to_dict() == m["decontamination"]
 
 
 def test_token_stream_report_counts_only_packed_items(shared_data):

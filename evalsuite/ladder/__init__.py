@@ -6,7 +6,8 @@ items, with log-spaced checkpoints in ``models/ladder/<size>/step<N>/``. See
 ``models/ladder/CARD.md`` and ``evalsuite train-ladder``.
 """
 
-from .data import MIX, DecontaminationReport, Item, iter_items, load_test_contexts, normalise_context
+from .data import (MIX, DecontaminationReport, Item, iter_items, load_test_contexts,
+                   normalise_context)
 from .sizes import LADDER_SIZES, LadderSize, build_config, count_params, size_by_label
 from .tokenizer import build_digit_tokenizer
 from .train import TrainSettings, build_token_stream, checkpoint_steps, train_ladder, train_size

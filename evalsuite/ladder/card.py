@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .data import MIX
+
 REPRODUCE = ("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \\\n"
              "  evalsuite train-ladder --out models/ladder --seed 0 --threads 1 "
              "--data-dir ../shared/data --eval")
@@ -22,6 +24,8 @@ def render_card(root: str | Path) -> str:
     s = m["settings"]
     steps = m["checkpoint_steps"]
     d = m["decontamination"]
+    tok_file = root / m["sizes"][0]["label"] / f"step{steps[-1]}" / "tokenizer.json"
+    vocab_size = len(json.loads(tok_file.read_text())["model"]["vocab"])
     lines = [
         "# The evalsuite reference ladder",
         "",
@@ -38,14 +42,16 @@ def render_card(root: str | Path) -> str:
         "training wall time (s) | final loss |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for z in m["sizes"]:
+    sizes = sorted(m["sizes"], key=lambda z: z["n_params"])
+    for z in sizes:
         lines.append(f"| {z['label']} | {z['hidden_size']} | {z['num_layers']} | "
                      f"{z['num_heads']} | {z['n_params_nonembedding']:,} | {z['n_params']:,} | "
                      f"{z['train_wall_time_s']:.0f} | {z['final_loss']:.3f} |")
     lines += [
         "",
-        "Architecture: GPT-NeoX (transformers), parallel residual, rotary embeddings on a quarter "
-        "of each 16-wide head, untied input/output embeddings, no dropout, fp32 weights.",
+        "Architecture: GPT-NeoX (transformers), parallel residual, rotary embeddings on "
+        f"{s.get('rotary_pct', 0.25):.0%} of each 16-wide head (Pythia: 25%), untied input/output "
+        "embeddings, no dropout, fp32 weights.",
         "",
         "## Training",
         "",
@@ -59,6 +65,9 @@ def render_card(root: str | Path) -> str:
         f"- Optimiser: AdamW betas {tuple(s['betas'])}, weight decay {s['weight_decay']} on "
         f"matrices, lr {s['lr']} with {s['warmup_frac']:.0%} linear warmup and cosine decay "
         f"to {s['min_lr_frac']:.0%}, gradient clipping {s['grad_clip']}; seed {s['seed']}.",
+        "- Loss: " + ("on the answer tokens and the end-of-text after them only (the operands "
+                      "are random, so predicting them is noise that slowed learning)"
+                      if s.get("loss_on", "all") == "answer" else "on every token") + ".",
         f"- Training wall time: {m['train_wall_time_s']:.0f} s for all sizes "
         f"({m['train_wall_time_s'] / 60:.1f} min; data generation {m['data_wall_time_s']:.0f} s) "
         f"on a {m['machine']['cpu_count']}-core CPU shared with other jobs, torch pinned to "
@@ -66,17 +75,17 @@ def render_card(root: str | Path) -> str:
         f"{m['versions']['transformers']}.",
         "- Tokenizer: digit-level, built in code (`evalsuite/ladder/tokenizer.py`): each digit a "
         "token, a leading space joined to a number's first digit, the prompt words as whole "
-        f"tokens ({len(json.loads((root / m['sizes'][0]['label'] / f'step{steps[-1]}' / 'tokenizer.json').read_text())['model']['vocab'])} "
-        "tokens). Contexts tokenize as exact prefixes of context + answer.",
+        f"tokens ({vocab_size} tokens). Contexts tokenize as exact prefixes of context + answer.",
         "",
         "## Data",
         "",
         "Generated in code (`evalsuite/ladder/data.py`) in the exact shape lm-eval's "
         "`arithmetic_*` tasks give the model after their `process_docs`: "
         "`Question: What is 48 plus 76?\\nAnswer: 124`, each example followed by end-of-text, "
-        "whole examples packed into each sequence. Mix: 55% 2-digit addition; plus at 1, 3, 4, 5 "
-        "digits; minus at 1 to 5 digits; times at 1 to 5 digits (mostly 1-2); sum of the digits "
-        "of a number up to 4 digits; one-digit three-operation expressions `(a op b) op c`.",
+        "whole examples packed into each sequence. Mix (kind, operand digits, share): "
+        + ", ".join(f"{k} {dg}: {w:.1%}" for k, dg, w in MIX)
+        + " (`digitsum`: sum of the digits of a number below 10^4; `threeops`: one-digit "
+        "`(a op b) op c`).",
         "",
     ]
     if d.get("decontaminated"):
@@ -103,19 +112,19 @@ def render_card(root: str | Path) -> str:
             "| size | " + " | ".join(f"step {st}" for st in steps) + " |",
             "|---|" + "---|" * len(steps),
         ]
-        for z in m["sizes"]:
+        for z in sizes:
             cells = [f"{100 * by[(z['label'], st)]['acc']:.1f}%" if (z["label"], st) in by else "-"
                      for st in steps]
             lines.append(f"| {z['label']} | " + " | ".join(cells) + " |")
         lines += ["", "Mean log-probability of the answer (nats, the continuous companion metric):",
                   "", "| size | " + " | ".join(f"step {st}" for st in steps) + " |",
                   "|---|" + "---|" * len(steps)]
-        for z in m["sizes"]:
+        for z in sizes:
             cells = [f"{by[(z['label'], st)]['answer_logprob']:.2f}"
                      if (z["label"], st) in by else "-" for st in steps]
             lines.append(f"| {z['label']} | " + " | ".join(cells) + " |")
-        lines += ["", f"Scoring all {len(acc['rows'])} checkpoints took {acc['wall_time_s']:.0f} s.",
-                  ""]
+        lines += ["", f"Scoring all {len(acc['rows'])} checkpoints took "
+                  f"{acc['wall_time_s']:.0f} s.", ""]
     lines += [
         "## Reproduce",
         "",

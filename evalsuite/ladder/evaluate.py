@@ -74,12 +74,14 @@ def evaluate_checkpoint(folder: str | Path, task, requests: list | None = None,
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[str, int, Path]]:
-    """(size, step, folder) under ``root/<size>/step<N>/``, in ladder.json's size order."""
+    """(size, step, folder) under ``root/<size>/step<N>/``, smallest size first (by the
+    parameter counts in ladder.json), then by step."""
     root = Path(root)
     order: list[str] = []
     manifest = root / "ladder.json"
     if manifest.exists():
-        order = [s["label"] for s in json.loads(manifest.read_text())["sizes"]]
+        sizes = json.loads(manifest.read_text())["sizes"]
+        order = [s["label"] for s in sorted(sizes, key=lambda s: s["n_params"])]
     found = []
     for size_dir in root.iterdir():
         if not size_dir.is_dir():

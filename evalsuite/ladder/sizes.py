@@ -41,15 +41,16 @@ def size_by_label(label: str) -> LadderSize:
                      + ", ".join(s.label for s in LADDER_SIZES))
 
 
-def build_config(size: LadderSize, *, vocab_size: int, eos_id: int, max_positions: int = 512):
-    """The GPT-NeoX config of one rung: Pythia's layout (parallel residual, rotary on a
-    quarter of each head, untied embeddings), no dropout."""
+def build_config(size: LadderSize, *, vocab_size: int, eos_id: int, max_positions: int = 512,
+                 rotary_pct: float = 1.0):
+    """The GPT-NeoX config of one rung: Pythia's layout (parallel residual, untied
+    embeddings), no dropout; RoPE on ``rotary_pct`` of each head (Pythia: 0.25)."""
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
         vocab_size=vocab_size, hidden_size=size.hidden_size, num_hidden_layers=size.num_layers,
         num_attention_heads=size.num_heads, intermediate_size=4 * size.hidden_size,
-        max_position_embeddings=max_positions, rotary_pct=0.25, use_parallel_residual=True,
+        max_position_embeddings=max_positions, rotary_pct=rotary_pct, use_parallel_residual=True,
         tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
         bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id)
 

@@ -42,6 +42,12 @@ class TrainSettings:
     grad_clip: float = 1.0
     n_checkpoints: int = 7
     threads: int = 1
+    #: Which tokens carry the loss: "answer" (the answer and its end-of-text; the random
+    #: operands are unpredictable noise) or "all".
+    loss_on: str = "answer"
+    #: Fraction of each head rotated by RoPE (Pythia uses 0.25; 1.0 learned faster here:
+    #: a 450K model reached a 0.035-nat lower loss at every step up to 450).
+    rotary_pct: float = 1.0
 
     @property
     def tokens_per_step(self) -> int:
@@ -92,16 +98,29 @@ def build_token_stream(settings: TrainSettings, data_dir: str | Path | None,
     n_seq = settings.steps * settings.batch_size
 
     backend = tokenizer.backend_tokenizer
+    answer_counts: list[int] = []
 
     def token_lists():
         size = 64
         while True:  # tokenize in growing chunks with the Rust batch encoder
-            chunk = [next(items).text for _ in range(size)]
-            yield from (e.ids for e in backend.encode_batch(chunk, add_special_tokens=False))
+            chunk = [next(items) for _ in range(size)]
+            enc = backend.encode_batch([x.text for x in chunk], add_special_tokens=False)
+            ans = backend.encode_batch([x.completion for x in chunk], add_special_tokens=False)
+            answer_counts.extend(len(e.ids) for e in ans)
+            yield from (e.ids for e in enc)
             size = min(4096, size * 2)
 
-    inputs, labels, used = pack_sequences(token_lists(), n_seq, settings.seq_len,
-                                          tokenizer.eos_token_id)
+    def target_counts():
+        i = 0
+        while True:
+            yield answer_counts[i]
+            i += 1
+
+    if settings.loss_on not in ("answer", "all"):
+        raise ValueError(f"loss_on must be 'answer' or 'all', got {settings.loss_on!r}")
+    inputs, labels, used = pack_sequences(
+        token_lists(), n_seq, settings.seq_len, tokenizer.eos_token_id,
+        target_counts() if settings.loss_on == "answer" else None)
     # The chunked generator drew ahead of what was packed: count again over exactly the
     # items the sequences contain, so the report describes the shipped stream.
     report = DecontaminationReport(test_questions=report.test_questions)
@@ -121,7 +140,8 @@ def train_size(size: LadderSize, stream: TokenStream, settings: TrainSettings, o
 
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
-    config = build_config(size, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id)
+    config = build_config(size, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id,
+                          rotary_pct=settings.rotary_pct)
     model = GPTNeoXForCausalLM(config)
     model.train()
     n_total, n_nonemb = count_params(model)
