@@ -173,7 +173,7 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
     try:
         from .scaling.fit import ScalingLaw  # noqa: F401
         from .scaling.predict import resolve_size  # noqa: F401 (the API the targets use)
-    except ImportError:
+    except ModuleNotFoundError:
         return None, {}, {}, ("not available: evalsuite.scaling (fit, predict) is missing in "
                               "this install.")
     from .leaderboard import Table, _digest_of, parallel_map
@@ -249,7 +249,7 @@ def _emergence(cells) -> tuple[Any, str]:
     try:
         from .scaling.emergence import classify_curve
         from .scaling.fit import FitError
-    except ImportError:
+    except ModuleNotFoundError:
         return None, "not available: evalsuite.scaling.emergence is missing in this install."
     from .leaderboard import Table, _digest_of, _none_last
 
@@ -306,14 +306,31 @@ def _emergence(cells) -> tuple[Any, str]:
                  if lower_better else ""))), ""
 
 
+#: What a changed scaling API raises (a renamed function, a new required argument): the section
+#: says "not available" and the rest of the leaderboard is still built.
+_API_ERRORS = (ImportError, AttributeError, TypeError, KeyError)
+
+
+def _api_note(section: str, e: Exception) -> str:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return (f"not available: the {section} API of evalsuite.scaling differs from what the "
+            f"leaderboard expects ({type(e).__name__}: {first}).")
+
+
 def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = (),
                 jobs: int = 1) -> ScalingOutput:
     """Fits, predictions and emergence verdicts for the leaderboard's cells."""
     notes: dict[str, str] = {}
-    predictions, curves, predicted, note = _fits(cells, tuple(predict_sizes), jobs)
+    try:
+        predictions, curves, predicted, note = _fits(cells, tuple(predict_sizes), jobs)
+    except _API_ERRORS as e:
+        predictions, curves, predicted, note = None, {}, {}, _api_note("fit/predict", e)
     if note:
         notes["predictions"] = note
-    emergence, note = _emergence(cells)
+    try:
+        emergence, note = _emergence(cells)
+    except _API_ERRORS as e:
+        emergence, note = None, _api_note("emergence", e)
     if note:
         notes["emergence"] = note
     return ScalingOutput(predictions=predictions, emergence=emergence,

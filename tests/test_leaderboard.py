@@ -221,6 +221,23 @@ def test_missing_scaling_module_degrades(monkeypatch):
     assert "predictions.md" not in files
 
 
+def test_changed_scaling_api_degrades(monkeypatch):
+    import evalsuite.scaling.emergence as emergence
+    import evalsuite.scaling.fit as fit
+
+    class Renamed:
+        def __init__(self, *, form, x, n_bootstrap):  # an argument the leaderboard does not pass
+            pass
+
+    monkeypatch.setattr(fit, "ScalingLaw", Renamed)
+    monkeypatch.delattr(emergence, "classify_curve")
+    files = render_leaderboard(synthetic_rows(tasks=("t",)))
+    readme = files["README.md"].decode()
+    assert "not available: the fit/predict API of evalsuite.scaling differs" in readme
+    assert "not available: the emergence API of evalsuite.scaling differs" in readme
+    assert "tasks/t.md" in files and "plots/t.png" in files
+
+
 # ---- escaping ---------------------------------------------------------------------------
 def test_markdown_escaping():
     assert escape_markdown(EVIL) == "&lt;script&gt;alert(1)&lt;/script&gt;"
