@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 #: Version of the result-row schema written to ``results/``. Bump on any change to ResultRow.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def compute_flops(n_params: float | None, tokens_seen: float | None) -> float | None:
@@ -148,6 +148,13 @@ class ResultRow:
 
     Every number on a leaderboard traces back to one of these. ``cell_key`` identifies the
     checkpoint x precision x task x settings cell the row belongs to (used to skip finished work).
+
+    Precision fields (schema 2): ``bits_per_param`` is the bits per quantized weight including
+    block-scale overhead (32/16 for float precisions) and ``model_bits`` the total bits of the
+    weights as evaluated; ``precision_library`` names what applied it; ``weights_changed_frac``
+    and ``weights_max_abs_change`` prove a k-bit precision took effect (fraction of quantized
+    weights that changed, largest change); ``n_nonfinite`` counts items whose log-likelihoods
+    were NaN/inf (fp16 overflow): they are left out of ``value``/``stderr`` and ``n_samples``.
     """
 
     checkpoint_id: str
@@ -182,11 +189,18 @@ class ResultRow:
     wall_time_s: float | None = None
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION
+    # schema 2 (issue 5, precision as an axis): what the precision did, and fp16 overflow
+    bits_per_param: float | None = None
+    precision_library: str | None = None
+    weights_changed_frac: float | None = None
+    weights_max_abs_change: float | None = None
+    n_nonfinite: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["versions"] = dict(self.versions)
-        for k in ("value", "stderr", "compute_flops"):
+        for k in ("value", "stderr", "compute_flops", "model_bits", "bits_per_param",
+                  "weights_changed_frac", "weights_max_abs_change"):
             v = d[k]
             if isinstance(v, float) and not math.isfinite(v):
                 d[k] = None  # JSON has no NaN; a non-finite score is stored as missing

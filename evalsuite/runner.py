@@ -21,12 +21,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from .precision import FLOAT_PRECISIONS, AppliedPrecision, PrecisionError, parse_precision
 from .records import Checkpoint, ResultRow, RunConfig, TaskSpec, config_hash
 from .store import ResultStore, StoreError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+#: Float precisions and the torch dtype they load in. k-bit specs (int3..int8, nf4, fp4 with a
+#: block size, see :mod:`evalsuite.precision`) are supported too: ``parse_precision`` decides.
+SUPPORTED_PRECISIONS = dict(FLOAT_PRECISIONS)
+#: Bits per parameter of the float precisions; k-bit ones: ``precision.bits_per_param(spec)``.
 BITS_PER_PARAM = {"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}
 
 
@@ -83,15 +87,28 @@ def cell_key(ckpt: Checkpoint, spec: TaskSpec, config: RunConfig) -> str:
 
 def plan_cells(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec],
                config: RunConfig) -> list[Cell]:
-    """Every checkpoint x precision x task cell, checkpoint-major (a model loads once per precision)."""
+    """Every checkpoint x precision x task cell, checkpoint-major (a model loads once per precision).
+
+    Precision names are canonicalised (``int4`` -> ``int4-b64``); an unknown one, or a k-bit one
+    whose library is missing, stops the run before anything loads.
+    """
+    names: list[str] = []
     for p in config.precisions:
-        if p not in SUPPORTED_PRECISIONS:
-            raise RunError(f"precision {p!r} is not supported by this version (supported: "
-                           f"{', '.join(SUPPORTED_PRECISIONS)}); k-bit and int8 are planned (issue 5). "
-                           "A requested precision never silently falls back.")
+        try:
+            spec = parse_precision(p)
+        except PrecisionError as e:
+            raise RunError(str(e)) from e
+        if spec.is_quantized:
+            try:
+                import torchao  # noqa: F401
+            except ImportError as e:
+                raise RunError(f"precision {spec.name} needs torchao (pip install 'torchao>=0.18'); "
+                               "a requested precision never silently falls back") from e
+        if spec.name not in names:
+            names.append(spec.name)
     cells = []
     for ckpt in checkpoints:
-        for p in config.precisions:
+        for p in names:
             c = ckpt.with_precision(p)
             for spec in specs:
                 cells.append(Cell(c, spec, cell_key(c, spec, config)))
@@ -134,27 +151,55 @@ def _check_device(device: str) -> None:
 
 
 def load_lm(ckpt: Checkpoint, config: RunConfig, reuse=None):
-    """An lm-eval LM for one checkpoint at its precision (engine chosen by config.engine)."""
+    """An lm-eval LM for one checkpoint at its precision (engine chosen by config.engine).
+
+    Float precisions load in their dtype. k-bit precisions load fp32 and are quantized in place
+    (:func:`evalsuite.precision.apply_precision`); a quantized model object is never reused for
+    another load, in either direction. The result of applying the precision (bits, library, how
+    much the weights changed) is attached as ``lm.evalsuite_precision`` for the rows.
+    """
     from .series import load_source
 
     _check_device(config.device)
+    try:
+        spec = parse_precision(ckpt.precision)
+    except PrecisionError as e:
+        raise RunError(str(e)) from e
+    prev = getattr(reuse, "evalsuite_precision", None)
+    if spec.is_quantized or (prev is not None and prev.n_quantized):
+        reuse = None  # quantized weights must never be swapped into, or out of, a reused model
     pretrained, revision = load_source(ckpt)
-    dtype = SUPPORTED_PRECISIONS[ckpt.precision]
+    dtype = spec.torch_dtype
     if config.engine == "evalsuite":
         from .engine import create_lm
 
-        return create_lm(pretrained, device=config.device, batch_size=config.batch_size,
-                         dtype=dtype, trust_remote_code=config.trust_remote_code, reuse=reuse)
-    if config.engine != "hf":
-        raise RunError(f"unknown engine {config.engine!r}: use hf or evalsuite")
-    from lm_eval.models.huggingface import HFLM
+        lm = create_lm(pretrained, device=config.device, batch_size=config.batch_size,
+                       dtype=dtype, trust_remote_code=config.trust_remote_code, reuse=reuse)
+    elif config.engine == "hf":
+        from lm_eval.models.huggingface import HFLM
 
-    kwargs: dict[str, Any] = dict(pretrained=pretrained, device=config.device,
-                                  batch_size=config.batch_size, dtype=dtype,
-                                  trust_remote_code=config.trust_remote_code)
-    if revision:
-        kwargs["revision"] = revision
-    return HFLM(**kwargs)
+        kwargs: dict[str, Any] = dict(pretrained=pretrained, device=config.device,
+                                      batch_size=config.batch_size, dtype=dtype,
+                                      trust_remote_code=config.trust_remote_code)
+        if revision:
+            kwargs["revision"] = revision
+        lm = HFLM(**kwargs)
+    else:
+        raise RunError(f"unknown engine {config.engine!r}: use hf or evalsuite")
+    # PrecisionError propagates: the runner reports this checkpoint x precision as failed.
+    lm.evalsuite_precision = apply_precision_to_lm(lm, spec)
+    return lm
+
+
+def apply_precision_to_lm(lm, spec) -> AppliedPrecision:
+    """Apply (k-bit) or check (float) a precision on the model inside an lm-eval LM."""
+    from .precision import apply_precision
+
+    model = getattr(lm, "model", None)
+    if model is None:
+        raise PrecisionError(f"precision {spec.name}: {type(lm).__name__} exposes no model to "
+                             "quantize or check")
+    return apply_precision(model, spec)
 
 
 # ---- scoring one cell -------------------------------------------------------------------------
@@ -175,11 +220,30 @@ def evaluate_cell(lm, task_obj, spec: TaskSpec, config: RunConfig, task_manager=
     import lm_eval
 
     task_obj.set_config(key="num_fewshot", value=effective_fewshot(spec, config))
-    return lm_eval.simple_evaluate(
-        model=lm, tasks=[task_obj], num_fewshot=None, limit=config.limit,
-        task_manager=task_manager or empty_task_manager(),
-        bootstrap_iters=0, log_samples=True, random_seed=0, numpy_random_seed=config.seed,
-        torch_random_seed=config.seed, fewshot_random_seed=config.seed)
+    with _without_env_report():
+        return lm_eval.simple_evaluate(
+            model=lm, tasks=[task_obj], num_fewshot=None, limit=config.limit,
+            task_manager=task_manager or empty_task_manager(),
+            bootstrap_iters=0, log_samples=True, random_seed=0, numpy_random_seed=config.seed,
+            torch_random_seed=config.seed, fewshot_random_seed=config.seed)
+
+
+@contextmanager
+def _without_env_report() -> Iterator[None]:
+    """Skip lm-eval's environment report for the length of one simple_evaluate call.
+
+    simple_evaluate ends with ``add_env_info``, which runs torch's ``collect_env`` (a ``pip
+    list`` subprocess and more: about 3.4 s per call measured here, i.e. per cell). The runner
+    never stores that text: rows carry ``package_versions()``. Restored afterwards.
+    """
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.add_env_info
+    evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = original
 
 
 def _per_sample_frame(samples: list[dict[str, Any]]):
@@ -203,6 +267,8 @@ def _per_sample_frame(samples: list[dict[str, Any]]):
         rec = {"doc_id": int(s.get("doc_id", -1)), "filter": str(s.get("filter", "none")),
                "target": json.dumps(s.get("target"), default=str),
                "loglikelihoods": lls, "is_greedy": greedy,
+               # fp16 overflow shows as NaN/inf log-likelihoods; such items never enter a mean
+               "nonfinite": not all(math.isfinite(x) for x in lls),
                "response": (s.get("filtered_resps") or [""])[0] if texts else None}
         for k, v in s.items():
             if k in ("doc", "doc_id", "target", "arguments", "resps", "filtered_resps", "filter",
@@ -256,24 +322,62 @@ def _stderr(metric: str, frame, iters: int, seed: int) -> float | None:
     return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
 
+def _finite_only(metric: str, frame, n_bad: int) -> tuple[float | None, int]:
+    """(value over the items with finite log-likelihoods, their count) when some are not finite.
+
+    Means are recomputed from the per-item metric column without the flagged items; a
+    corpus-level metric (perplexity, bits per byte) has no honest value then: None.
+    """
+    col = f"metric_{metric}"
+    good = frame[~frame["nonfinite"]] if "nonfinite" in frame else frame
+    if col not in frame or f"{col}_weight" in frame or metric == "perplexity" or not len(good):
+        return None, len(good)
+    return float(good[col].astype(float).mean()), len(good)
+
+
 def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, wall_time_s: float,
-                  batch_size: str, versions: dict[str, str]) -> list[ResultRow]:
-    """Long-format rows (one per metric) from simple_evaluate's output for one cell."""
+                  batch_size: str, versions: dict[str, str],
+                  applied: AppliedPrecision | None = None) -> list[ResultRow]:
+    """Long-format rows (one per metric) from simple_evaluate's output for one cell.
+
+    ``applied`` (from :func:`load_lm`) supplies the precision fields. Items whose
+    log-likelihoods are not finite (fp16 overflow) are counted in ``n_nonfinite`` and left out of
+    the value, its stderr and ``n_samples``.
+    """
     spec, ckpt = cell.task, cell.checkpoint
     res = out["results"][spec.name]
     n = out.get("n-samples", {}).get(spec.name, {}).get("effective")
+    n_bad = int(frame["nonfinite"].sum()) if "nonfinite" in frame and len(frame) else 0
+    if n_bad:
+        log.warning("%s on %s: %d of %d items have NaN/inf log-likelihoods (overflow at %s?); "
+                    "they are flagged in the row (n_nonfinite) and left out of every mean",
+                    spec.name, ckpt.id, n_bad, len(frame), ckpt.precision)
+    good_frame = frame[~frame["nonfinite"]] if n_bad else frame
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     chash = config_hash({"cell": cell.key, "engine": config.engine, "batch_size": str(batch_size),
                          "device": config.device})
     rows = []
     metrics = sorted({k.split(",")[0] for k in res if "," in k and "_stderr" not in k})
-    bits = BITS_PER_PARAM.get(ckpt.precision)
+    if applied is not None:
+        bits, model_bits = applied.bits_per_param, applied.model_bits
+    else:
+        bits = BITS_PER_PARAM.get(ckpt.precision)
+        if bits is None:
+            try:
+                bits = parse_precision(ckpt.precision).bits_per_param
+            except PrecisionError:
+                bits = None
+        model_bits = (bits * ckpt.n_params) if (bits and ckpt.n_params) else None
     for metric in metrics:
         key = next(k for k in res if k.split(",")[0] == metric and "_stderr" not in k)
         value = res[key]
         if not isinstance(value, (int, float)):
             continue
         value = float(value)
+        n_items = int(n) if n is not None else len(frame)
+        if n_bad:
+            value, n_items = _finite_only(metric, frame, n_bad)
+            value = float("nan") if value is None else value
         finite = math.isfinite(value)
         if not finite:
             log.warning("%s on %s: %s is %s (NaN/inf log-likelihoods?); stored as missing, never "
@@ -287,14 +391,19 @@ def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, 
             weight_hash=ckpt.weight_hash, precision=ckpt.precision, task=spec.name,
             task_version=spec.version, metric=metric, is_primary=(metric == spec.primary_metric),
             value=value if finite else None,
-            stderr=_stderr(metric, frame, config.bootstrap_iters, config.seed) if finite else None,
-            n_samples=int(n) if n is not None else len(frame),
+            stderr=_stderr(metric, good_frame, config.bootstrap_iters, config.seed) if finite else None,
+            n_samples=n_items,
             num_fewshot=effective_fewshot(spec, config), chance=spec.chance, higher_is_better=hib,
             limit=config.limit, batch_size=str(batch_size), engine=config.engine,
             device=config.device,
-            model_bits=(bits * ckpt.n_params) if (bits and ckpt.n_params) else None,
+            model_bits=model_bits,
             cell_key=cell.key, config_hash=chash, versions=versions, source="evalsuite",
-            wall_time_s=round(wall_time_s, 3), timestamp=stamp))
+            wall_time_s=round(wall_time_s, 3), timestamp=stamp,
+            bits_per_param=bits,
+            precision_library=applied.library if applied is not None else None,
+            weights_changed_frac=applied.weights_changed_frac if applied is not None else None,
+            weights_max_abs_change=applied.weights_max_abs_change if applied is not None else None,
+            n_nonfinite=n_bad))
     if not any(r.is_primary for r in rows):
         raise RunError(f"task {spec.name}: lm-eval reported no {spec.primary_metric!r} metric "
                        f"(it reported {metrics}); fix primary_metric in the task YAML")
@@ -327,7 +436,7 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
         manager = empty_task_manager()
         lm, loaded_id, failed = None, None, set()
         # Checkpoints with identical weights (duplicate step branches) are scored once.
-        by_weights: dict[tuple, tuple[dict[str, Any], Any, float]] = {}
+        by_weights: dict[tuple, tuple[dict[str, Any], Any, float, Any]] = {}
         iterator = progress(todo) if progress else iter(todo)
         for cell in iterator:
             ck = cell.checkpoint
@@ -335,9 +444,10 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
                 continue
             wkey = (ck.weight_hash, ck.precision, cell.task.name) if ck.weight_hash else None
             if wkey in by_weights:
-                out, frame, wall = by_weights[wkey]
+                out, frame, wall, applied = by_weights[wkey]
                 rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall,
-                                     batch_size=str(config.batch_size), versions=versions)
+                                     batch_size=str(config.batch_size), versions=versions,
+                                     applied=applied)
                 store.write_samples(cell.key, frame)
                 report.rows_written += store.append(rows)
                 report.completed += 1
@@ -349,6 +459,12 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
                     loaded_id = ck.id
                 except RunError:
                     raise
+                except PrecisionError as e:  # this checkpoint x precision only; loud, not fatal
+                    report.failures.append((ck.id, str(e)))
+                    failed.add(ck.id)
+                    say(f"skipping {ck.id}: {e}")
+                    lm, loaded_id = None, None
+                    continue
                 except Exception as e:  # noqa: BLE001 - a broken checkpoint is reported, the rest run
                     msg = _load_error_message(ck, e)
                     report.failures.append((ck.id, msg))
@@ -365,11 +481,12 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
                 continue
             wall = time.perf_counter() - t0
             frame = _per_sample_frame(out["samples"][cell.task.name])
+            applied = getattr(lm, "evalsuite_precision", None)
             if wkey is not None:
-                by_weights[wkey] = (out, frame, wall)
+                by_weights[wkey] = (out, frame, wall, applied)
             batch = getattr(lm, "batch_size", config.batch_size)
             rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall, batch_size=str(batch),
-                                 versions=versions)
+                                 versions=versions, applied=applied)
             store.write_samples(cell.key, frame)
             report.rows_written += store.append(rows)
             report.completed += 1
