@@ -39,7 +39,7 @@ def render_card(root: str | Path) -> str:
         "## Sizes",
         "",
         "| size | hidden | layers | heads | non-embedding params | total params | "
-        "training wall time (s) | final loss |",
+        "training wall time (s) | final answer-token loss |",
         "|---|---|---|---|---|---|---|---|",
     ]
     sizes = sorted(m["sizes"], key=lambda z: z["n_params"])
@@ -125,6 +125,8 @@ def render_card(root: str | Path) -> str:
             lines.append(f"| {z['label']} | " + " | ".join(cells) + " |")
         lines += ["", f"Scoring all {len(acc['rows'])} checkpoints took "
                   f"{acc['wall_time_s']:.0f} s.", ""]
+    if m.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in m["notes"]] + [""]
     lines += [
         "## Reproduce",
         "",
@@ -132,9 +134,14 @@ def render_card(root: str | Path) -> str:
         REPRODUCE,
         "```",
         "",
-        f"Deterministic from the seed for a fixed thread count (float summation order depends "
-        f"on it). Recorded command of this run: `{m.get('command')}`. `ladder.json` holds the "
-        "full settings, per-size parameter counts and wall times; `accuracy.json` the scores.",
+        "Deterministic from the seed for a fixed thread count (float summation order depends "
+        "on it); sizes train independently (each re-seeds), so `--sizes` picks a subset "
+        "without changing any size's weights.",
+        "",
+        f"Recorded command of this run: {m.get('command')}.",
+        "",
+        "`ladder.json` holds the full settings, per-size parameter counts and wall times; "
+        "`accuracy.json` the scores.",
         "",
     ]
     return "\n".join(lines)
