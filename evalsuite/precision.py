@@ -44,7 +44,7 @@ from typing import Any
 
 __all__ = ["PrecisionError", "PrecisionSpec", "AppliedPrecision", "parse_precision",
            "bits_per_param", "apply_precision", "describe_precisions", "FLOAT_PRECISIONS",
-           "paired_bootstrap", "compare_precisions", "precision_frontier"]
+           "paired_bootstrap", "compare_precisions", "precision_frontier", "sign_test"]
 
 #: Float precisions: spec -> torch dtype name.
 FLOAT_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -423,6 +423,17 @@ def gold_loglik(samples):
     return out
 
 
+def sign_test(n_up: int, n_down: int) -> float:
+    """Exact two-sided sign (McNemar) test on the items that changed: P(a split at least this
+    uneven | each changed item equally likely to go either way)."""
+    m = n_up + n_down
+    if m == 0:
+        return 1.0
+    k = min(n_up, n_down)
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2.0 ** m
+    return min(1.0, 2.0 * tail)
+
+
 def compare_precisions(rows, load_samples, *, precision: str, against: str = "fp32",
                        level: float = 0.95, iters: int = 2000, seed: int = 0,
                        measure: str = "primary") -> tuple[list[dict[str, Any]], list[str]]:
@@ -488,7 +499,14 @@ def compare_precisions(rows, load_samples, *, precision: str, against: str = "fp
             m[f"{col}_weight_new"].to_numpy(float) if weighted else None,
             iters=iters, level=level, seed=seed)
         hib = True if measure == "loglik" else bool(rn.get("higher_is_better", True))
-        if res["lower"] <= 0.0 <= res["upper"]:
+        a, b = m[f"{col}_ref"].to_numpy(float), m[f"{col}_new"].to_numpy(float)
+        n_up, n_down = int((b > a).sum()), int((b < a).sum())
+        binary = not weighted and bool(np.isin(np.concatenate([a, b]), (0.0, 1.0)).all())
+        # With few changed items the percentile bootstrap is too narrow (a resample rarely
+        # drops all of, say, 4 changes that went one way): for 0/1 metrics a difference also
+        # needs the exact sign test on the changed items to clear the same level.
+        p_sign = sign_test(n_up, n_down) if binary else None
+        if res["lower"] <= 0.0 <= res["upper"] or (p_sign is not None and p_sign >= 1 - level):
             verdict = "within"
         else:
             verdict = "better" if (res["delta"] > 0) == hib else "worse"
@@ -498,7 +516,8 @@ def compare_precisions(rows, load_samples, *, precision: str, against: str = "fp
             "precision": new_name, "against": ref_name, "n": res["n"],
             "n_excluded": int(bad.sum()), "reference": res["reference"], "value": res["value"],
             "delta": res["delta"], "lower": res["lower"], "upper": res["upper"],
-            "level": level, "verdict": verdict,
+            "level": level, "n_up": n_up, "n_down": n_down, "p_sign": p_sign,
+            "verdict": verdict,
             "model_bits": rn.get("model_bits"), "reference_model_bits": rr.get("model_bits")})
     records.sort(key=lambda r: (r["task"], str(r["series"]), r["n_params"] or 0, r["step"] or 0))
     return records, problems

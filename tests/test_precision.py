@@ -144,3 +144,12 @@ def test_paired_bootstrap_corpus_metric():
     assert r["reference"] == pytest.approx(math.exp(43 / 17))
     assert r["value"] == pytest.approx(math.exp(47 / 17))
     assert r["lower"] <= r["delta"] <= r["upper"]
+
+
+def test_sign_test_guards_few_changed_items():
+    from evalsuite.precision import sign_test
+
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(4, 0) == pytest.approx(0.125)  # 4 flips one way: not evidence at 5%
+    assert sign_test(0, 10) == pytest.approx(2 / 1024)
+    assert sign_test(3, 3) == 1.0

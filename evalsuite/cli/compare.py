@@ -12,7 +12,7 @@ from pathlib import Path
 from ._common import CliError, add_json_arg, add_results_arg, emit_records
 
 COMPARE_COLUMNS = ["series", "size", "step", "task", "metric", "n", "n_excluded", "reference",
-                   "value", "delta", "lower", "upper", "verdict"]
+                   "value", "delta", "lower", "upper", "n_up", "n_down", "p_sign", "verdict"]
 FRONTIER_COLUMNS = ["task", "metric", "model_bits", "value", "size", "step", "precision",
                     "bits_per_param"]
 
@@ -82,7 +82,9 @@ def run_compare(args) -> int:
     if not args.json:
         print(f"delta = {records[0]['precision']} - {records[0]['against']}; "
               f"[lower, upper]: {args.level:.0%} paired bootstrap interval over items "
-              f"({args.iters} resamples); verdict 'within' = the interval contains 0")
+              f"({args.iters} resamples); n_up/n_down: items whose score rose/fell; p_sign: "
+              "exact sign test on those (0/1 metrics); verdict 'within' = the interval contains "
+              f"0 or p_sign >= {1 - args.level:.2g}")
     return 0
 
 
