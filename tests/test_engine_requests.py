@@ -95,6 +95,8 @@ def test_greedy_flags_true_for_the_models_own_continuations(series):
 
 
 def test_reuse_swaps_weights_and_shares_tokenization(series, lambada_texts):
+    import torch
+
     from evalsuite.engine import create_lm
 
     reqs = _instances("loglikelihood", lambada_texts[:6])
@@ -113,6 +115,9 @@ def test_reuse_swaps_weights_and_shares_tokenization(series, lambada_texts):
     # lm_a handed its model to lm_b; passing lm_a again is still safe (a fresh load)
     again = create_lm(series["a"], reuse=lm_a)
     assert not again.reused_model and again.loglikelihood(reqs) == score_a
+    # a model changed after loading (here: cast to bf16 by a precision step) is never reused
+    again.model.to(torch.bfloat16)
+    assert not create_lm(series["b"], reuse=again).reused_model
     # a different architecture is loaded fresh; the shared tokenizer still shares the cache
     lm_c = create_lm(series["other"], reuse=lm_b)
     assert not lm_c.reused_model and lm_c.reused_tokens

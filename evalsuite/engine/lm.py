@@ -81,6 +81,7 @@ class EvalsuiteLM(LM):
         model = None
         if (reuse is not None and isinstance(reuse, EvalsuiteLM) and reuse.model is not None
                 and reuse._device == self._device and reuse.weight_dtype == self.weight_dtype
+                and next(reuse.model.parameters()).dtype == self.weight_dtype
                 and reuse.trust_remote_code == self.trust_remote_code
                 and loading.comparable_config(reuse.model.config)
                 == loading.comparable_config(config)):

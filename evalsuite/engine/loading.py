@@ -134,6 +134,12 @@ def swap_weights(model, source: str | Path) -> bool:
     mismatch of names or shapes, so the caller can fall back to a fresh load."""
     import torch
 
+    # a model changed after loading (quantised modules, tensor subclasses, another dtype)
+    # is not a plain container for new weights: the caller loads fresh instead
+    params = list(model.parameters())
+    if any(type(p.data) is not torch.Tensor for p in params) or \
+            len({p.dtype for p in params}) != 1:
+        return False
     tensors = read_state_dict(source)
     if tensors is None:
         return False
