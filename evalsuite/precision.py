@@ -31,7 +31,8 @@ bits are those of the format, not of the process memory (``benchmarks/bench_prec
 measures that).
 
 Every application is verified (:class:`AppliedPrecision`): a quantized model whose weights did not
-change, or a cast that did not happen, raises :class:`PrecisionError`; so does a spec that cannot be
+change, changed by more than the format allows (per block), or a cast that did not happen, raises
+:class:`PrecisionError`; so does a spec that cannot be
 applied (unknown, missing library, block size that does not divide a layer). Nothing falls back.
 """
 
@@ -221,6 +222,28 @@ def _dequantize(weight):
     return weight.detach().to(torch.float32)
 
 
+def _check_expected(spec: PrecisionSpec, name: str, w0, wq) -> None:
+    """The change of every weight must be one a k-bit quantizer of this block size can make.
+
+    Integer codes with a per-block absmax scale move a weight by at most half a step, and clipping
+    to the asymmetric code range by at most one: |dW| <= absmax(block) / (2**(k-1) - 1). NF4 and
+    fp4 codes lie in [-absmax, absmax] of their block: |dW| <= absmax(block). A larger change means
+    the library did something else than the spec says (wrong blocks, wrong dtype).
+    """
+    rows = w0.reshape(-1, spec.block_size)
+    absmax = rows.abs().amax(dim=1, keepdim=True)
+    if spec.family == "int":
+        bound = absmax / (2 ** (spec.bits - 1) - 1)
+    else:
+        bound = absmax
+    excess = (wq.reshape(-1, spec.block_size) - rows).abs() - (bound * 1.01 + 1e-6)
+    if bool((excess > 0).any()):
+        raise PrecisionError(
+            f"precision {spec.name}: {name} changed by more than a {spec.bits}-bit quantizer with "
+            f"blocks of {spec.block_size} can (by {float(excess.max()):.3g} over the bound); the "
+            "library did not apply the requested format")
+
+
 def _nf4_scaler_block(n_blocks: int) -> int:
     for m in range(min(NF4_SCALER_BLOCK, n_blocks), 0, -1):
         if n_blocks % m == 0:
@@ -328,6 +351,7 @@ def apply_precision(model, precision: str | PrecisionSpec, *, reference: dict | 
         if wq.shape != w0.shape:
             raise PrecisionError(f"precision {spec.name}: {name} came back with shape "
                                  f"{tuple(wq.shape)}, expected {tuple(w0.shape)}")
+        _check_expected(spec, name, w0, wq)
         d = (wq - w0).abs()
         n_q += w0.numel()
         n_changed += int((d > 0).sum())

@@ -153,3 +153,20 @@ def test_sign_test_guards_few_changed_items():
     assert sign_test(4, 0) == pytest.approx(0.125)  # 4 flips one way: not evidence at 5%
     assert sign_test(0, 10) == pytest.approx(2 / 1024)
     assert sign_test(3, 3) == 1.0
+
+
+def test_change_beyond_what_the_format_allows_is_caught(tiny):
+    """A quantizer that ignores the requested block size or bit width is caught by the bound."""
+    import torch
+
+    from evalsuite.precision import _check_expected
+
+    spec = parse_precision("int8-b32")
+    w0 = torch.randn(4, 64)
+    q4 = parse_precision("int4-b32")
+    # int4-sized rounding claimed as int8: beyond int8's half step
+    step = w0.reshape(-1, 32).abs().amax(1, keepdim=True) / 7
+    w4 = (torch.round(w0.reshape(-1, 32) / step) * step).reshape(4, 64)
+    _check_expected(q4, "w", w0, w4)
+    with pytest.raises(PrecisionError, match="more than a 8-bit quantizer"):
+        _check_expected(spec, "w", w0, w4)
