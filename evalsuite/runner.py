@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .precision import FLOAT_PRECISIONS, AppliedPrecision, PrecisionError, parse_precision
 from .records import Checkpoint, ResultRow, RunConfig, TaskSpec, config_hash
+from .request_memo import memoize_requests
 from .store import ResultStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -431,7 +432,7 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
             return report
         task_objs: dict[str, Any] = {}
         for name in sorted({c.task.name for c in todo}):
-            task_objs[name] = registry.build(name)
+            task_objs[name] = memoize_requests(registry.build(name))
         versions = package_versions()
         manager = empty_task_manager()
         lm, loaded_id, failed = None, None, set()
