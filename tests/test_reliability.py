@@ -257,3 +257,49 @@ def test_series_discovery_survives_malformed_folders(tmp_path_factory, files):
     except SeriesError:
         return
     assert all(isinstance(m, str) for _, m in scan.problems)
+
+
+# ---- bad inputs never touch finished results --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished(series, data_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("finished")
+    assert main(["run", str(series / "tiny-14k" / "step0"), "--tasks", "copa", "--limit", "1",
+                 "--results", str(results), "--data-dir", str(data_dir)]) == 0
+    return results
+
+
+def _bad_inputs(series, data_dir, tmp):
+    bad_yaml = tmp / "yamls"
+    bad_yaml.mkdir(exist_ok=True)
+    (bad_yaml / "dup.yaml").write_text("lm_eval_task: copa\nprimary_metric: acc\nprimary_metric: acc\n")
+    (bad_yaml / "odd.yaml").write_text("lm_eval_task: copa\nprimary_metric: acc\nweird: 1\n")
+    empty_data = tmp / "data"
+    (empty_data / "copa").mkdir(parents=True, exist_ok=True)
+    (empty_data / "copa" / "copa_val.llmfoundry.jsonl").write_text("")
+    nodata = tmp / "nodata"
+    nodata.mkdir(exist_ok=True)
+    s = str(series)
+    return {
+        "missing path": (["run", str(tmp / "gone"), "--tasks", "copa"], "does not exist"),
+        "unknown task": (["run", s, "--tasks", "copaa"], "Did you mean: copa"),
+        "duplicate YAML key": (["run", s, "--tasks", "dup", "--include-path", str(bad_yaml)],
+                               "duplicate key 'primary_metric'"),
+        "unknown YAML key": (["run", s, "--tasks", "odd", "--include-path", str(bad_yaml)],
+                             "unknown key(s) ['weird']"),
+        "missing data file": (["run", s, "--tasks", "copa", "--data-dir", str(nodata)], "is missing"),
+        "empty dataset": (["run", s, "--tasks", "copa", "--data-dir", str(empty_data)], "has no items"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing path", "unknown task", "duplicate YAML key",
+                                  "unknown YAML key", "missing data file", "empty dataset"])
+def test_bad_input_errors_keep_finished_rows(case, finished, series, data_dir, tmp_path, capsys):
+    before = (finished / "rows.jsonl").read_bytes()
+    args, message = _bad_inputs(series, data_dir, tmp_path)[case]
+    args = args + ["--results", str(finished)]
+    if "--data-dir" not in args:
+        args += ["--data-dir", str(data_dir)]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert (finished / "rows.jsonl").read_bytes() == before

@@ -31,7 +31,9 @@ def register(sub) -> None:
     add_data_args(p)
     p.add_argument("--limit", type=int, default=None, help="first N items of each task")
     p.add_argument("--num-fewshot", type=int, default=None, help="shots (default: the task's)")
-    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32,bf16,fp16")
+    p.add_argument("--precisions", default="fp32",
+                   help="comma-separated: fp32,bf16,fp16,int3..int8,nf4,fp4 with an optional -bN "
+                        "block size (e.g. int4-b64); see the README's precision section")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", default="8", help="an integer, or auto (CUDA batch-size search)")
     p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"],
@@ -67,6 +69,7 @@ def build_config(args, tasks):
 
 def execute(series_path, task_names, args, *, quiet=False) -> int:
     """Shared by `run` and `demo`."""
+    from ..datasets import DataError
     from ..registry import TaskError
     from ..runner import RunError, run_series
     from ..store import ResultStore, StoreError
@@ -91,7 +94,7 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
     try:
         report = run_series(scan.checkpoints, specs, registry, ResultStore(args.results), config,
                             progress=progress, on_event=say)
-    except (RunError, StoreError, TaskError) as e:
+    except (RunError, StoreError, TaskError, DataError) as e:
         raise CliError(str(e)) from e
     summary = report.summary() | {"results": str(args.results)}
     if getattr(args, "json", False):
