@@ -29,3 +29,15 @@ def shared_data_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data():
     return shared_data_path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on shared cores 2-thread torch waits on its busy sibling
+    (../shared/NOTES.md). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

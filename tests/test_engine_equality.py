@@ -31,15 +31,7 @@ def tolerance(reference: float) -> float:
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One thread: on shared cores 2-thread torch waits on its busy sibling (see NOTES)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):

@@ -17,15 +17,7 @@ def _instances(kind, args_list):
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One thread: on shared cores 2-thread torch waits on its busy sibling (see NOTES)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
