@@ -41,11 +41,27 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
 
 
 # ---------------------------------------------------------------------- setup (parent)
-def build_series(root: Path, n: int, hidden: int, layers: int) -> list[Path]:
+def build_tokenizer(kind: str, data: Path, vocab_size: int):
+    """``bpe``: a byte-level BPE vocabulary trained on LAMBADA's 5,153 passages of novel prose
+    (the text the benchmark's models would see), as real small models have; ``byte``: 257 tokens."""
+    from evalsuite.testing import build_bpe_tokenizer, build_byte_tokenizer
+
+    if kind == "byte":
+        return build_byte_tokenizer()
+    corpus = data / "lambada_openai" / "lambada_openai_test.llmfoundry.jsonl"
+    texts = []
+    for line in corpus.read_text().splitlines():
+        doc = json.loads(line)
+        texts.append(doc["context"] + doc["continuation"])
+    return build_bpe_tokenizer(texts, vocab_size=vocab_size)
+
+
+def build_series(root: Path, n: int, hidden: int, layers: int, tokenizer) -> list[Path]:
     from evalsuite.testing import build_tiny_model, perturb_model
 
     first = build_tiny_model(root / "step0", hidden_size=hidden, num_layers=layers,
-                             num_heads=max(1, hidden // 64), seed=0)
+                             num_heads=max(1, hidden // 64) if hidden >= 256 else 4, seed=0,
+                             tokenizer=tokenizer)
     out = [first]
     for i in range(1, n):
         out.append(perturb_model(first, root / f"step{i}", scale=0.05 * i, seed=i))
@@ -62,19 +78,37 @@ def primary_metrics(results: dict) -> dict:
 
 # ---------------------------------------------------------------------- variants (children)
 def run_evalsuite(ckpts, task_dir, args) -> dict:
-    import lm_eval
-    from lm_eval.tasks import TaskManager
+    """The evalsuite runner itself (``run_series``), as ``evalsuite run --include-path`` runs it:
+    tasks built once, requests reused, the engine's model object reused across checkpoints, rows
+    and per-sample files written to a scratch results folder."""
+    from evalsuite import runner
+    from evalsuite.engine import lm as engine_lm
+    from evalsuite.records import RunConfig
+    from evalsuite.registry import TaskRegistry
+    from evalsuite.series import discover_series
+    from evalsuite.store import ResultStore
 
-    from evalsuite.engine import create_lm
+    scan = discover_series(Path(ckpts[0]).parent)
+    order = {str(Path(c)): i for i, c in enumerate(ckpts)}
+    series = sorted((c for c in scan.checkpoints if str(Path(c.source)) in order),
+                    key=lambda c: order[str(Path(c.source))])
+    assert len(series) == len(ckpts), (scan.problems, [c.source for c in scan.checkpoints])
+    registry = TaskRegistry(include_paths=[task_dir])
+    specs = [registry.get(t) for t in TASKS]
+    config = RunConfig(tasks=TASKS, engine="evalsuite", device="cpu", batch_size=args.batch_size,
+                       bootstrap_iters=args.bootstrap_iters, include_path=str(task_dir))
+    store = ResultStore(Path(tempfile.mkdtemp(prefix="bench_engine_results_")))
 
-    tm = TaskManager(include_path=str(task_dir), include_defaults=False)
-    task_objs = list(tm.load(list(TASKS))["tasks"].values())
-    lm, per_ckpt = None, []
-    for i, ckpt in enumerate(ckpts):
-        t0 = time.perf_counter()
-        lm = create_lm(str(ckpt), batch_size=args.batch_size, reuse=lm)
-        minimum = [0]
-        if i == 0:  # count the minimum once (it is the same requests for every checkpoint)
+    # instrumentation only: each LM's work counters (read before the next checkpoint's load
+    # resets the shared scorer), and the minimum tokens counted on the first checkpoint
+    lms, stats, minimum = [], [], [0]
+    original_create = engine_lm.create_lm
+
+    def create(*a, **k):
+        if lms:
+            stats.append(lms[-1][0].stats.as_dict())
+        lm = original_create(*a, **k)
+        if not lms:
             original = lm.loglikelihood
 
             def counted(requests, disable_tqdm=False, _orig=original, _lm=lm):
@@ -82,14 +116,30 @@ def run_evalsuite(ckpts, task_dir, args) -> dict:
                 return _orig(requests, disable_tqdm)
 
             lm.loglikelihood = counted
-        res = lm_eval.simple_evaluate(model=lm, tasks=task_objs, log_samples=False,
-                                      bootstrap_iters=args.bootstrap_iters, task_manager=tm)
-        stats = lm.stats.as_dict()
-        per_ckpt.append({"checkpoint": str(ckpt), "wall_s": time.perf_counter() - t0,
-                         "metrics": primary_metrics(res), "minimum_tokens": minimum[0],
-                         "tokens_real": stats["tokens_forwarded"],
-                         "tokens_with_padding": stats["tokens_forwarded"] + stats["tokens_padded"],
-                         "reused_model": lm.reused_model, "reused_tokens": lm.reused_tokens})
+        lms.append((lm, lm.reused_model, lm.reused_tokens))
+        return lm
+
+    import evalsuite.engine as engine_pkg
+    engine_lm.create_lm = engine_pkg.create_lm = create
+    t_start = time.perf_counter()
+    finished: dict[str, float] = {}  # checkpoint id -> when its last cell was written
+    runner.run_series(series, specs, registry, store, config,
+                      on_event=lambda msg: finished.__setitem__(msg.split(" ")[0],
+                                                                time.perf_counter()))
+    stats.append(lms[-1][0].stats.as_dict())
+    rows = store.read_rows()
+    per_ckpt, prev = [], t_start
+    for ck, (_lm, reused_model, reused_tokens), st in zip(series, lms, stats):
+        metrics = {r.task: r.value for r in rows if r.checkpoint_id == ck.id
+                   and f"{r.metric},none" == PRIMARY.get(r.task)}
+        end = finished.get(ck.id, prev)
+        per_ckpt.append({"checkpoint": ck.source, "wall_s": end - prev,
+                         "metrics": {t: metrics.get(t) for t in TASKS},
+                         "minimum_tokens": minimum[0] if not per_ckpt else None,
+                         "tokens_real": st["tokens_forwarded"],
+                         "tokens_with_padding": st["tokens_forwarded"] + st["tokens_padded"],
+                         "reused_model": reused_model, "reused_tokens": reused_tokens})
+        prev = end
     return {"checkpoints": per_ckpt}
 
 
@@ -171,8 +221,13 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0,
                    help="fraction of the issue's item counts (300 arc, 300 hellaswag, 500 lambada)")
     p.add_argument("--checkpoints", type=int, default=4)
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--num-layers", type=int, default=6)
+    p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe",
+                   help="bpe: a 16k BPE vocabulary, as real models have (default); byte: 257 "
+                        "byte tokens, 4x longer sequences, attention-bound")
+    p.add_argument("--vocab-size", type=int, default=16384, help="BPE vocabulary size")
+    p.add_argument("--hidden-size", type=int, default=None,
+                   help="default 128 with bpe, 256 with byte (both about 5M parameters)")
+    p.add_argument("--num-layers", type=int, default=None, help="default 4 with bpe, 6 with byte")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--bootstrap-iters", type=int, default=100000,
                    help="for the in-process variants; the lm_eval CLI has no such option and "
@@ -207,10 +262,17 @@ def main(argv=None) -> int:
     task_dir = work / "tasks"
     for task, n in counts.items():  # one folder, each task capped at its own item count
         write_local_tasks(task_dir, args.data, tasks=(task,), max_items=max(1, n))
-    ckpts = build_series(work / "series", args.checkpoints, args.hidden_size, args.num_layers)
+    if args.hidden_size is None:
+        args.hidden_size = 128 if args.tokenizer == "bpe" else 256
+    if args.num_layers is None:
+        args.num_layers = 4 if args.tokenizer == "bpe" else 6
+    tokenizer = build_tokenizer(args.tokenizer, args.data, args.vocab_size)
+    ckpts = build_series(work / "series", args.checkpoints, args.hidden_size, args.num_layers,
+                         tokenizer)
     n_params = _count_params(ckpts[0])
     print(f"series: {len(ckpts)} checkpoints of {n_params / 1e6:.2f}M parameters "
-          f"(hidden {args.hidden_size}, {args.num_layers} layers), fp32, CPU, "
+          f"(hidden {args.hidden_size}, {args.num_layers} layers, {args.tokenizer} tokenizer of "
+          f"{len(tokenizer)} tokens), fp32, CPU, "
           f"{args.threads} torch thread(s) per variant, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} at start")
     print("items: " + ", ".join(f"{t} {n}" for t, n in counts.items())

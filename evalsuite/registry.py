@@ -275,7 +275,8 @@ class TaskRegistry:
         version = (cfg.get("metadata") or {}).get("version", "0") if isinstance(cfg.get("metadata"), dict) else "0"
         return TaskSpec(name=name, lm_eval_task=cfg.get("task", name), primary_metric=str(primary),
                         chance=float(extra.get("chance", 0.0)), higher_is_better=hib,
-                        output_type=output_type, version=str(version), source=source)
+                        output_type=output_type, version=str(version), source=source,
+                        num_fewshot=int(extra.get("num_fewshot", cfg.get("num_fewshot") or 0)))
 
     def _base_config(self, raw: dict[str, Any], path: Path, *, resolve: bool = True) -> dict[str, Any]:
         if "lm_eval_config" in raw:

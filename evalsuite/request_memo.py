@@ -13,8 +13,36 @@ from __future__ import annotations
 from typing import Any
 
 
+def cache_compiled_templates() -> None:
+    """Make lm-eval compile each Jinja prompt template once per process, not once per document.
+
+    ``lm_eval.utils.apply_template`` calls ``env.from_string(template)`` for every document and
+    field (``doc_to_text``, ``doc_to_target``, ``doc_to_choice``), and Jinja compiles the
+    template to Python code each time: measured here, 2,457 compilations took 2.2 s of a 5.6 s
+    checkpoint. The compiled template is a pure function of its source string and lm-eval's
+    module-level environment, so it is cached by that string; the rendered text is unchanged.
+    Idempotent.
+    """
+    import functools
+
+    from lm_eval import utils
+
+    if getattr(utils.apply_template, "_evalsuite_cached", False):
+        return
+    compile_template = functools.lru_cache(maxsize=4096)(utils.env.from_string)
+
+    def apply_template(template: str, doc: dict) -> str:
+        return compile_template(template).render(**doc)
+
+    apply_template._evalsuite_cached = True  # type: ignore[attr-defined]
+    apply_template.__doc__ = utils.apply_template.__doc__
+    utils.apply_template = apply_template
+
+
 def memoize_requests(task_obj: Any) -> Any:
-    """Wrap ``task_obj.build_all_requests`` and ``eval_docs`` so they are computed once per setting."""
+    """Wrap ``task_obj.build_all_requests`` and ``eval_docs`` so they are computed once per setting
+    (and compile prompt templates once per process: :func:`cache_compiled_templates`)."""
+    cache_compiled_templates()
     original_build = task_obj.build_all_requests
     built: dict[str, list] = {}
 

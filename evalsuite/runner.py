@@ -317,8 +317,10 @@ def _stderr(metric: str, frame, iters: int, seed: int) -> float | None:
         return np.exp(-ll / ww)  # word_perplexity, byte_perplexity
 
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(max(iters, 100), n))
-    vals = stat(idx)
+    total, chunk, parts = max(iters, 100), max(1, 2_000_000 // n), []
+    for start in range(0, total, chunk):  # bounded memory: 100,000 x 5,000 items would be 4 GB
+        parts.append(stat(rng.integers(0, n, size=(min(chunk, total - start), n))))
+    vals = np.concatenate(parts)
     vals = vals[np.isfinite(vals)]
     return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 

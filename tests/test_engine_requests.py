@@ -156,3 +156,28 @@ def test_registered_with_lm_eval():
     from evalsuite.engine import EvalsuiteLM
 
     assert get_model("evalsuite") is EvalsuiteLM
+
+
+def test_prompt_templates_compile_once_and_render_the_same():
+    """The runner's template cache changes how often Jinja compiles, never the text."""
+    from lm_eval import utils
+
+    from evalsuite.request_memo import cache_compiled_templates
+
+    doc = {"question": "What is 2 + 2?", "choices": {"text": ["3", "4"]}, "answerKey": "B"}
+    templates = ["Question: {{question}}\nAnswer:", "{{choices.text}}",
+                 "{{ question | regex_replace('\\\\d', '#') }}"]
+    before = [utils.env.from_string(t).render(**doc) for t in templates]
+    cache_compiled_templates()
+    cache_compiled_templates()  # idempotent
+    assert utils.apply_template._evalsuite_cached
+    assert [utils.apply_template(t, doc) for t in templates] == before
+    compiles = []
+    original = utils.env.compile
+    utils.env.compile = lambda *a, **k: compiles.append(1) or original(*a, **k)
+    try:
+        for _ in range(5):
+            utils.apply_template(templates[0], doc)
+    finally:
+        utils.env.compile = original
+    assert compiles == []  # already compiled above: served from the cache

@@ -60,9 +60,14 @@ def test_user_folder_tasks_and_malformed_yaml(tmp_path):
         "output_type: loglikelihood\nvalidation_split: validation\ndoc_to_text: '{{context}}'\n"
         "doc_to_target: '{{completion}}'\nmetric_list:\n  - metric: acc\n"
         "evalsuite:\n  primary_metric: acc\n  chance: 0.0\n")
+    (good / "my_arith_3shot.yaml").write_text(
+        "include: my_arith.yaml\ntask: my_arith_3shot\nnum_fewshot: 3\n")
     reg = TaskRegistry(include_paths=[good])
     spec = reg.get("my_arith")
     assert spec.source.startswith("user:") and spec.primary_metric == "acc"
+    assert spec.num_fewshot == 0
+    # a user task's own num_fewshot is its default, as lm-eval's CLI would use it
+    assert reg.get("my_arith_3shot").num_fewshot == 3
 
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -44,6 +44,9 @@ class Scorer:
         self.autocast_dtype = autocast_dtype
         self.share_context = True
         self.head_only_at_targets = True
+        # A batch stops growing when it would exceed 10% padding. Measured on CPU (5M model,
+        # arc/hellaswag/lambada): 3% or 0% padding was 5-30% slower overall, from the extra calls.
+        self.max_padding = 0.1
         self.stats = ScoreStats()
 
     # ------------------------------------------------------------------ forward passes
@@ -71,8 +74,8 @@ class Scorer:
         out = self.model(**kwargs)
         return out.logits, out.past_key_values
 
-    def _target_logprobs(self, batch: dict):
-        """log-softmax rows ``[n_targets, vocab]`` for the batch's target positions."""
+    def _target_logits(self, batch: dict):
+        """float32 logits ``[n_targets, vocab]`` at the batch's target positions."""
         import torch
 
         dev = self.device
@@ -93,7 +96,7 @@ class Scorer:
             out = out.index_select(0, batch["targets"].to(dev))
             if self.head_only_at_targets:
                 out = self.model.get_output_embeddings()(out)
-        return torch.log_softmax(out.float(), dim=-1)
+        return out.float()
 
     # ------------------------------------------------------------------ public API
     def score(self, units: list[ScoreUnit], *, max_length: int, batch_size: int | None = None,
@@ -111,14 +114,14 @@ class Scorer:
         i = 0
         while i < len(rows):
             n = batch_size_fn(rows[i:]) if batch_size_fn is not None else batch_size
-            batch = next(batch_rows(rows[i:], max_rows=max(1, int(n))))
+            batch = next(batch_rows(rows[i:], max_rows=max(1, int(n)),
+                                    max_padding=self.max_padding))
             i += len(batch)
             tensors = build_batch(batch, pad_token_id=self.pad_token_id)
-            logprobs = self._target_logprobs(tensors)
-            target_tokens = tensors["tokens"].to(logprobs.device)
+            logits = self._target_logits(tensors)
+            target_tokens = tensors["tokens"].to(logits.device)
             slices = tensors["units"]
-            token_lp = logprobs.gather(1, target_tokens[:, None])[:, 0].cpu()
-            greedy = (logprobs.argmax(dim=-1) == target_tokens).cpu()
+            token_lp, greedy = target_logprobs(logits, target_tokens)
             for unit, lo, hi in slices:
                 results[unit.request_index] = (float(token_lp[lo:hi].sum()),
                                                bool(greedy[lo:hi].all()))
@@ -131,7 +134,7 @@ class Scorer:
             self.stats.batch_sizes.append(len(batch))
             if progress is not None:
                 progress(sum(len(r.units) for r in batch))
-            del logprobs
+            del logits
         return results
 
     def check_fast_paths(self, *, tol: float) -> dict[str, bool]:
@@ -186,6 +189,19 @@ class Scorer:
                     self.head_only_at_targets = False
         return {"share_context": self.share_context,
                 "head_only_at_targets": self.head_only_at_targets}
+
+
+def target_logprobs(logits, targets):
+    """(log-softmax at ``targets``, is each target the argmax) for logits ``[n, vocab]``.
+
+    torch's fused ``log_softmax`` then a gather and an argmax: measured on CPU, faster than a
+    ``logsumexp`` or a max-then-exp formulation that never writes the ``[n, vocab]`` result.
+    """
+    import torch
+
+    logprobs = torch.log_softmax(logits, dim=-1)
+    picked = logprobs.gather(1, targets[:, None])[:, 0]
+    return picked.cpu(), (logprobs.argmax(dim=-1) == targets).cpu()
 
 
 def rows_for(units: list[ScoreUnit], *, max_length: int, share_context: bool) -> list[PackedRow]:
