@@ -33,12 +33,22 @@ def tolerance(reference: float) -> float:
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from evalsuite.testing import build_tiny_model
+@pytest.fixture(scope="module", params=["byte", "bpe"])
+def tiny_model(request, tmp_path_factory):
+    """Byte-level tokens, and a trained BPE vocabulary (merges across the context/continuation
+    boundary are where lm-eval's ``_encode_pair`` split matters)."""
+    import json
 
+    from evalsuite.testing import build_bpe_tokenizer, build_tiny_model
+
+    tokenizer = None
+    if request.param == "bpe":
+        corpus = shared_data_path("benchmarks") / "lambada_openai" / \
+            "lambada_openai_test.llmfoundry.jsonl"
+        texts = [json.loads(line)["context"] for line in corpus.read_text().splitlines()[:2000]]
+        tokenizer = build_bpe_tokenizer(texts, vocab_size=2048)
     return build_tiny_model(tmp_path_factory.mktemp("eq") / "model", hidden_size=64,
-                            num_layers=2, num_heads=4, seed=3)
+                            num_layers=2, num_heads=4, seed=3, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
