@@ -1,9 +1,12 @@
-"""Runner: the grid of checkpoint x precision x task, evaluated in one process, resumable.
+"""Runner: the grid of checkpoint x precision x task, resumable, on one of two executors.
 
-Tasks are built once per run and reused for every checkpoint. Each checkpoint x precision x task
-cell is scored with lm-eval's ``simple_evaluate`` and written to the store as soon as it finishes
-(per-sample Parquet first, then its rows), so a killed run loses at most the cell in flight and a
-rerun skips every finished cell. A cell is keyed by the checkpoint's weight hash, the task and its
+The unit of work is a group: one checkpoint at one precision with all its missing task cells
+(one model load). :class:`GroupEvaluator` scores groups in a process, keeping the built tasks and
+the last model between them; the local executor runs it here, the Ray executor
+(:mod:`evalsuite.ray_executor`) in worker processes. Either way this process alone writes the
+store: each cell (per-sample Parquet first, then its rows) as soon as it reaches the driver, after
+each cell locally and after each group from Ray, so a killed run loses at most the work in flight
+and a rerun skips every finished cell. A cell is keyed by the checkpoint's weight hash, the task and its
 version, the precision and the settings that change numbers (shots, limit, seed, data source);
 batch size, device and engine are not part of the key.
 """
@@ -53,11 +56,13 @@ class RunReport:
     completed: int = 0
     rows_written: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    executor: dict[str, Any] = field(default_factory=lambda: {"executor": "local"})
 
     def summary(self) -> dict[str, Any]:
         return {"planned": self.planned, "skipped_done": self.skipped, "completed": self.completed,
                 "rows_written": self.rows_written,
-                "failures": [{"what": w, "error": e} for w, e in self.failures]}
+                "failures": [{"what": w, "error": e} for w, e in self.failures],
+                "executor": self.executor}
 
 
 def package_versions() -> dict[str, str]:
@@ -86,15 +91,26 @@ def cell_key(ckpt: Checkpoint, spec: TaskSpec, config: RunConfig) -> str:
     })
 
 
+def resolve_auto_precision(name: str, device: str) -> str:
+    """``auto`` is bf16 on CUDA (half the memory of fp32, the range of fp32: no fp16 overflow)
+    and fp32 on CPU (bf16 is slower there and moved log-likelihoods by up to 0.36 nats); any
+    other name is returned as given. Resolved before the cell key, so rows name the real one."""
+    if name.strip().lower() != "auto":
+        return name
+    return "bf16" if device.startswith("cuda") else "fp32"
+
+
 def plan_cells(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec],
                config: RunConfig) -> list[Cell]:
     """Every checkpoint x precision x task cell, checkpoint-major (a model loads once per precision).
 
-    Precision names are canonicalised (``int4`` -> ``int4-b64``); an unknown one, or a k-bit one
+    Precision names are canonicalised (``int4`` -> ``int4-b64``, ``auto`` -> bf16 on CUDA, fp32
+    on CPU); an unknown one, or a k-bit one
     whose library is missing, stops the run before anything loads.
     """
     names: list[str] = []
     for p in config.precisions:
+        p = resolve_auto_precision(p, config.device)
         try:
             spec = parse_precision(p)
         except PrecisionError as e:
@@ -413,13 +429,250 @@ def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, 
     return rows
 
 
+# ---- one group: a checkpoint at one precision, all its tasks ------------------------------------
+
+@dataclass
+class CellOutcome:
+    """A finished cell from :meth:`GroupEvaluator.evaluate`: its rows and per-sample frame.
+
+    ``scores`` (simple_evaluate's ``results`` and ``n-samples`` for this task, nothing else) and
+    ``applied`` let the driver copy the cell to a checkpoint with the same weights.
+    """
+    cell: Cell
+    rows: list[ResultRow]
+    frame: Any
+    scores: dict[str, Any]
+    wall_time_s: float
+    applied: AppliedPrecision | None
+    message: str
+
+
+@dataclass
+class CellFailure:
+    """A checkpoint that could not load, or one cell that failed: reported, the rest go on."""
+    what: str
+    error: str
+    message: str
+
+
+def group_cells(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """Cells grouped by checkpoint x precision (one model load each), in plan order."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.checkpoint.id, []).append(cell)
+    return list(groups.values())
+
+
+class GroupEvaluator:
+    """Evaluates groups in one process, keeping built tasks and the last loaded model between them.
+
+    The local executor holds one for a run; a Ray worker process keeps one for as long as it
+    lives (:mod:`evalsuite.ray_executor`), so tasks are built once per process and consecutive
+    checkpoints of one architecture swap weights into the same model object.
+    """
+
+    def __init__(self, registry, config: RunConfig):
+        self.registry = registry
+        self.config = config
+        self.tasks: dict[str, Any] = {}
+        self.versions = package_versions()
+        self._manager = None
+        self._lm = None
+        self._loaded_id: str | None = None
+
+    def prepare(self, names) -> None:
+        """Build (and memoize the requests of) every named task not built yet."""
+        for name in sorted(set(names) - set(self.tasks)):
+            self.tasks[name] = memoize_requests(self.registry.build(name))
+
+    def evaluate(self, cells: Sequence[Cell],
+                 on_result: Callable[[CellOutcome | CellFailure], None] | None = None
+                 ) -> list[CellOutcome | CellFailure]:
+        """Score one group's cells (one checkpoint x precision), in order.
+
+        Each outcome goes to ``on_result`` as soon as it exists (the local executor writes it
+        there and then) and is returned. A checkpoint that cannot load, or a cell that raises, is
+        a :class:`CellFailure`; :class:`RunError` (a setting no checkpoint can run with) raises.
+        """
+        config = self.config
+        results: list[CellOutcome | CellFailure] = []
+
+        def emit(item):
+            results.append(item)
+            if on_result is not None:
+                on_result(item)
+
+        ck = cells[0].checkpoint
+        self.prepare(c.task.name for c in cells)
+        if self._manager is None:
+            self._manager = empty_task_manager()
+        if self._loaded_id != ck.id:
+            try:
+                self._lm = load_lm(ck, config, reuse=self._lm)
+                self._loaded_id = ck.id
+            except RunError:
+                raise
+            except PrecisionError as e:  # this checkpoint x precision only; loud, not fatal
+                self._lm, self._loaded_id = None, None
+                emit(CellFailure(ck.id, str(e), f"skipping {ck.id}: {e}"))
+                return results
+            except Exception as e:  # noqa: BLE001 - a broken checkpoint is reported, the rest run
+                self._lm, self._loaded_id = None, None
+                msg = _load_error_message(ck, e)
+                emit(CellFailure(ck.id, msg, f"skipping checkpoint {ck.id}: {msg}"))
+                return results
+        lm = self._lm
+        for cell in cells:
+            name = cell.task.name
+            t0 = time.perf_counter()
+            try:
+                out = evaluate_cell(lm, self.tasks[name], cell.task, config, self._manager)
+            except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others
+                err = f"{e.__class__.__name__}: {e}"
+                emit(CellFailure(f"{ck.id} x {name}", err, f"cell {ck.id} x {name} failed: {err}"))
+                continue
+            wall = time.perf_counter() - t0
+            frame = _per_sample_frame(out["samples"][name])
+            applied = getattr(lm, "evalsuite_precision", None)
+            batch = getattr(lm, "batch_size", config.batch_size)
+            rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall, batch_size=str(batch),
+                                 versions=self.versions, applied=applied)
+            primary = next(r for r in rows if r.is_primary)
+            emit(CellOutcome(cell, rows, frame, _slim_scores(out, name), wall, applied,
+                             f"{ck.id} {name}: {primary.metric}={_fmt(primary.value)} "
+                             f"(+-{_fmt(primary.stderr)}, n={primary.n_samples}, {wall:.1f}s)"))
+        return results
+
+
+def _slim_scores(out: dict[str, Any], name: str) -> dict[str, Any]:
+    """The part of simple_evaluate's output that :func:`rows_for_cell` reads, for one task."""
+    slim: dict[str, Any] = {"results": {name: out["results"][name]}}
+    if name in out.get("n-samples", {}):
+        slim["n-samples"] = {name: out["n-samples"][name]}
+    return slim
+
+
 # ---- the run ------------------------------------------------------------------------------
+
+class LocalExecutor:
+    """Groups evaluated one after another in this process (the default executor)."""
+
+    name = "local"
+
+    def __init__(self, registry, config: RunConfig, todo: Sequence[Cell]):
+        self.evaluator = GroupEvaluator(registry, config)
+        # every task is built before any checkpoint loads: a data error stops the run first
+        self.evaluator.prepare(c.task.name for c in todo)
+        self._done: list[int] = []
+        self._next = 0
+
+    def has_capacity(self) -> bool:
+        return not self._done
+
+    def submit(self, cells: Sequence[Cell], on_result) -> int:
+        self.evaluator.evaluate(cells, on_result)  # written as each cell finishes
+        self._next += 1
+        self._done.append(self._next)
+        return self._next
+
+    def next_finished(self) -> tuple[int, list]:
+        return self._done.pop(0), []  # outcomes already went to on_result
+
+    def stats(self) -> dict[str, Any]:
+        return {"executor": self.name}
+
+    def close(self) -> None:
+        pass
+
+
+class _Driver:
+    """Schedules groups on an executor and is the only writer of the store.
+
+    Checkpoints with identical weights (duplicate step branches) are scored once: a group whose
+    cells share weights with cells still being scored waits for them, then copies their rows.
+    """
+
+    def __init__(self, store: ResultStore, config: RunConfig, report: RunReport, say, versions):
+        self.store, self.config, self.report, self.say = store, config, report, say
+        self.versions = versions
+        self.sources: dict[tuple, CellOutcome] = {}
+
+    @staticmethod
+    def weights_key(cell: Cell) -> tuple | None:
+        ck = cell.checkpoint
+        return (ck.weight_hash, ck.precision, cell.task.name) if ck.weight_hash else None
+
+    def record(self, item: CellOutcome | CellFailure) -> None:
+        """Write a finished cell (samples first, then rows) or report a failure."""
+        if isinstance(item, CellFailure):
+            self.report.failures.append((item.what, item.error))
+            self.say(item.message)
+            return
+        self.store.write_samples(item.cell.key, item.frame)
+        self.report.rows_written += self.store.append(item.rows)
+        self.report.completed += 1
+        self.say(item.message)
+        wkey = self.weights_key(item.cell)
+        if wkey is not None:
+            self.sources[wkey] = item
+
+    def copy(self, cell: Cell, source: CellOutcome) -> None:
+        rows = rows_for_cell(cell, source.scores, source.frame, self.config,
+                             wall_time_s=source.wall_time_s,
+                             batch_size=str(self.config.batch_size), versions=self.versions,
+                             applied=source.applied)
+        self.record(CellOutcome(cell, rows, source.frame, source.scores, source.wall_time_s,
+                                source.applied, f"{cell.checkpoint.id} {cell.task.name}: same "
+                                "weights as an evaluated checkpoint; rows copied"))
+
+    def drive(self, groups: Sequence[Sequence[Cell]], executor) -> Iterator[str]:
+        """Run every group; yields a checkpoint id as each group finishes."""
+        waiting = list(groups)
+        inflight: dict[Any, tuple[str, set]] = {}
+        busy: set = set()  # weights keys of cells being scored
+
+        while waiting or inflight:
+            still = []
+            for cells in waiting:
+                wkeys = {self.weights_key(c) for c in cells} - {None}
+                if wkeys & busy or not executor.has_capacity():
+                    still.append(cells)
+                    continue
+                rest = []
+                for cell in cells:
+                    source = self.sources.get(self.weights_key(cell))
+                    if source is not None:
+                        self.copy(cell, source)
+                    else:
+                        rest.append(cell)
+                if not rest:
+                    yield cells[0].checkpoint.id
+                    continue
+                mine = {self.weights_key(c) for c in rest} - {None}
+                busy |= mine
+                inflight[executor.submit(rest, self.record)] = (cells[0].checkpoint.id, mine)
+            waiting = still
+            if inflight:
+                handle, items = executor.next_finished()
+                for item in items:
+                    self.record(item)
+                ck_id, mine = inflight.pop(handle)
+                busy -= mine
+                yield ck_id
+
 
 def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], registry,
                store: ResultStore, config: RunConfig, *,
-               progress: Callable[[Sequence[Cell]], Any] | None = None,
-               on_event: Callable[[str], None] | None = None) -> RunReport:
-    """Evaluate every missing cell; write rows as each finishes. Returns what happened."""
+               progress: Callable[[Iterator[str], int], Any] | None = None,
+               on_event: Callable[[str], None] | None = None,
+               ray_options=None) -> RunReport:
+    """Evaluate every missing cell; write rows as each finishes. Returns what happened.
+
+    The unit of work is a group: one checkpoint at one precision with all its missing cells.
+    ``ray_options`` (:class:`evalsuite.ray_executor.RayOptions`) runs the groups as Ray tasks;
+    by default they run here, one after another. Either way only this process writes ``store``.
+    ``progress(finished, n_groups)`` wraps the stream of checkpoint ids as groups finish.
+    """
     say = on_event or (lambda msg: log.info("%s", msg))
     report = RunReport()
     with results_lock(store):
@@ -432,70 +685,21 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
         if not todo:
             say("nothing to do: every cell is finished")
             return report
-        task_objs: dict[str, Any] = {}
-        for name in sorted({c.task.name for c in todo}):
-            task_objs[name] = memoize_requests(registry.build(name))
-        versions = package_versions()
-        manager = empty_task_manager()
-        lm, loaded_id, failed = None, None, set()
-        # Checkpoints with identical weights (duplicate step branches) are scored once.
-        by_weights: dict[tuple, tuple[dict[str, Any], Any, float, Any]] = {}
-        iterator = progress(todo) if progress else iter(todo)
-        for cell in iterator:
-            ck = cell.checkpoint
-            if ck.id in failed:
-                continue
-            wkey = (ck.weight_hash, ck.precision, cell.task.name) if ck.weight_hash else None
-            if wkey in by_weights:
-                out, frame, wall, applied = by_weights[wkey]
-                rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall,
-                                     batch_size=str(config.batch_size), versions=versions,
-                                     applied=applied)
-                store.write_samples(cell.key, frame)
-                report.rows_written += store.append(rows)
-                report.completed += 1
-                say(f"{ck.id} {cell.task.name}: same weights as an evaluated checkpoint; rows copied")
-                continue
-            if loaded_id != ck.id:
-                try:
-                    lm = load_lm(ck, config, reuse=lm)
-                    loaded_id = ck.id
-                except RunError:
-                    raise
-                except PrecisionError as e:  # this checkpoint x precision only; loud, not fatal
-                    report.failures.append((ck.id, str(e)))
-                    failed.add(ck.id)
-                    say(f"skipping {ck.id}: {e}")
-                    lm, loaded_id = None, None
-                    continue
-                except Exception as e:  # noqa: BLE001 - a broken checkpoint is reported, the rest run
-                    msg = _load_error_message(ck, e)
-                    report.failures.append((ck.id, msg))
-                    failed.add(ck.id)
-                    say(f"skipping checkpoint {ck.id}: {msg}")
-                    lm, loaded_id = None, None
-                    continue
-            t0 = time.perf_counter()
-            try:
-                out = evaluate_cell(lm, task_objs[cell.task.name], cell.task, config, manager)
-            except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others
-                report.failures.append((f"{ck.id} x {cell.task.name}", f"{e.__class__.__name__}: {e}"))
-                say(f"cell {ck.id} x {cell.task.name} failed: {e.__class__.__name__}: {e}")
-                continue
-            wall = time.perf_counter() - t0
-            frame = _per_sample_frame(out["samples"][cell.task.name])
-            applied = getattr(lm, "evalsuite_precision", None)
-            if wkey is not None:
-                by_weights[wkey] = (out, frame, wall, applied)
-            batch = getattr(lm, "batch_size", config.batch_size)
-            rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall, batch_size=str(batch),
-                                 versions=versions, applied=applied)
-            store.write_samples(cell.key, frame)
-            report.rows_written += store.append(rows)
-            report.completed += 1
-            primary = next(r for r in rows if r.is_primary)
-            say(f"{ck.id} {cell.task.name}: {primary.metric}={_fmt(primary.value)} "
-                f"(+-{_fmt(primary.stderr)}, n={primary.n_samples}, {wall:.1f}s)")
+        groups = group_cells(todo)
+        if ray_options is None:
+            executor = LocalExecutor(registry, config, todo)
+        else:
+            from .ray_executor import RayExecutor
+
+            executor = RayExecutor(ray_options, registry, config, say=say)
+        try:
+            driver = _Driver(store, config, report, say, package_versions())
+            finished = driver.drive(groups, executor)
+            for _ in (progress(finished, len(groups)) if progress else finished):
+                pass
+        finally:
+            executor.close()
+        report.executor = executor.stats()
     return report
 
 

@@ -31,9 +31,10 @@ def register(sub) -> None:
     add_data_args(p)
     p.add_argument("--limit", type=int, default=None, help="first N items of each task")
     p.add_argument("--num-fewshot", type=int, default=None, help="shots (default: the task's)")
-    p.add_argument("--precisions", default="fp32",
-                   help="comma-separated: fp32,bf16,fp16,int3..int8,nf4,fp4 with an optional -bN "
-                        "block size (e.g. int4-b64); see the README's precision section")
+    p.add_argument("--precisions", default="auto",
+                   help="comma-separated: auto (bf16 on CUDA, fp32 on CPU), fp32,bf16,fp16, "
+                        "int3..int8,nf4,fp4 with an optional -bN block size (e.g. int4-b64); see "
+                        "the README's precision section")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", default="8", help="an integer, or auto (CUDA batch-size search)")
     p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"],
@@ -44,8 +45,77 @@ def register(sub) -> None:
     p.add_argument("--tokens-per-step", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the checkpoint folder/hub (off by default)")
+    add_executor_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
+
+
+def add_executor_args(p) -> None:
+    g = p.add_argument_group("executor (README: More than one machine)")
+    g.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: one process evaluates the groups in turn; ray: each checkpoint x "
+                        "precision group is a Ray task (pip install 'evalsuite[ray]')")
+    g.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: a running cluster's head (HOST:PORT, auto, or "
+                        "ray://HOST:10001); default: start a local Ray instance on 127.0.0.1")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local Ray instance: groups evaluated at once (default: CPU cores)")
+    g.add_argument("--worker-cpus", type=float, default=1.0, metavar="N",
+                   help="CPUs (and torch threads) each Ray group task asks for (default 1)")
+    g.add_argument("--worker-gpus", type=float, default=None, metavar="N",
+                   help="GPUs each Ray group task asks for (default: 1 with --device cuda, else 0)")
+    g.add_argument("--max-retries", type=int, default=3, metavar="N",
+                   help="times Ray re-runs a group whose worker process died (default 3)")
+    g.add_argument("--trace-workers", default=None, metavar="DIR",
+                   help="diagnostics: each Ray worker process logs the groups it starts and "
+                        "ends to DIR/<pid>.log")
+
+
+#: Environment variables handed to Ray worker processes (offline switches, caches, threads).
+WORKER_ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "EVALSUITE_", "TOKENIZERS_", "OMP_", "MKL_")
+
+
+def ray_options_from(args):
+    """RayOptions for --executor ray, None for local; errors name the flag and the fix."""
+    executor = getattr(args, "executor", "local")
+    if executor != "ray":
+        for flag in ("address", "workers", "worker_gpus", "trace_workers"):
+            if getattr(args, flag, None) is not None:
+                raise CliError(f"--{flag.replace('_', '-')} applies to --executor ray; add "
+                               "--executor ray or drop it")
+        return None
+    from ..ray_executor import RayOptions, import_ray
+    from ..runner import RunError
+
+    try:
+        import_ray()
+    except RunError as e:
+        raise CliError(str(e)) from e
+    if args.address is not None and args.workers is not None:
+        raise CliError("--workers sizes a local Ray instance; with --address the cluster's "
+                       "resources decide how many groups run at once: drop --workers")
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.worker_cpus <= 0:
+        raise CliError("--worker-cpus must be positive")
+    if args.max_retries < 0:
+        raise CliError("--max-retries must be 0 or more")
+    cuda = args.device.startswith("cuda")
+    if cuda and args.device != "cuda":
+        raise CliError(f"--device {args.device} with --executor ray: Ray gives each worker its "
+                       "own GPU (CUDA_VISIBLE_DEVICES); pass --device cuda")
+    gpus = args.worker_gpus if args.worker_gpus is not None else (1.0 if cuda else 0.0)
+    if cuda and gpus <= 0:
+        raise CliError("--device cuda needs --worker-gpus above 0 (the default is 1)")
+    env = {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
+    if not cuda:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, int(args.worker_cpus))))
+    if args.trace_workers:
+        Path(args.trace_workers).mkdir(parents=True, exist_ok=True)
+    return RayOptions(address=args.address, workers=args.workers, num_cpus=args.worker_cpus,
+                      num_gpus=gpus, max_retries=args.max_retries, env_vars=env,
+                      trace_dir=str(Path(args.trace_workers).resolve()) if args.trace_workers
+                      else None)
 
 
 def build_config(args, tasks):
@@ -80,20 +150,21 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
     registry = make_registry(args.include_path, data_dir_from(args))
     specs = resolve_specs(registry, task_names)
     config = build_config(args, task_names)
+    ray_options = ray_options_from(args)
     scan = scan_series(args)
     report_problems(scan)
     if not scan.checkpoints:
         raise CliError(f"no loadable checkpoints in {series_path}; see the warnings above")
 
-    def progress(cells):
-        return iter_progress(cells, len(cells), "cells")
+    def progress(finished, n_groups):
+        return iter_progress(finished, n_groups, "checkpoint x precision groups")
 
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
 
     try:
         report = run_series(scan.checkpoints, specs, registry, ResultStore(args.results), config,
-                            progress=progress, on_event=say)
+                            progress=progress, on_event=say, ray_options=ray_options)
     except (RunError, StoreError, TaskError, DataError) as e:
         raise CliError(str(e)) from e
     summary = report.summary() | {"results": str(args.results)}

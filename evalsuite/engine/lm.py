@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CPU_BATCH_SIZE = 16
 MAX_GEN_TOKS = 256  # lm-eval's default when a task sets none
+#: CUDA ``batch_size="auto"``: (architecture key, row width) -> rows per batch, found once per
+#: process; every checkpoint of a series (and every group on a Ray worker) reuses it.
+AUTO_BATCH_SIZES: dict[tuple, int] = {}
 
 
 @register_model("evalsuite")
@@ -168,28 +171,60 @@ class EvalsuiteLM(LM):
         return None
 
     def _auto_batch_size_fn(self):
-        """CUDA only: the largest batch of rows fitting in memory, searched once per width."""
+        """CUDA only: the largest batch of rows fitting in memory, searched once per process for
+        each architecture, dtype and row width (:data:`AUTO_BATCH_SIZES`)."""
         import torch
+
+        arch = loading.architecture_key(self.model.config, self.weight_dtype, self.autocast_dtype,
+                                        self._device)
 
         def fn(rows_remaining) -> int:
             width = rows_remaining[0].length
             bucket = 1 << max(0, (width - 1).bit_length())
-            if bucket not in self.batch_sizes:
+            key = (arch, bucket)
+            if key not in AUTO_BATCH_SIZES:
                 def try_forward(n: int) -> None:
                     ids = torch.zeros((n, bucket), dtype=torch.long, device=self._device)
                     with torch.no_grad():
                         self.model(input_ids=ids, use_cache=False)
                     torch.cuda.synchronize(self._device)
-                self.batch_sizes[bucket] = loading.find_batch_size(try_forward)
+                AUTO_BATCH_SIZES[key] = loading.find_batch_size(try_forward)
                 torch.cuda.empty_cache()
-            return self.batch_sizes[bucket]
+            self.batch_sizes[bucket] = AUTO_BATCH_SIZES[key]
+            self._last_auto_key = key
+            return AUTO_BATCH_SIZES[key]
         return fn
 
+    def _halve_batch_size(self) -> bool:
+        """After a CUDA out-of-memory error: halve the batch size the failed pass used (the
+        cached auto size of its row width, or the fixed size). False when it was already 1."""
+        if isinstance(self._batch_size_arg, int):
+            if self._batch_size_arg <= 1:
+                return False
+            self._batch_size_arg //= 2
+            return True
+        key = getattr(self, "_last_auto_key", None)
+        if key is None or AUTO_BATCH_SIZES.get(key, 1) <= 1:
+            return False
+        AUTO_BATCH_SIZES[key] //= 2
+        log.warning("CUDA out of memory at batch %d; retrying the same requests at %d",
+                    AUTO_BATCH_SIZES[key] * 2, AUTO_BATCH_SIZES[key])
+        return True
+
+    def _on_device(self, run):
+        """``run()``; on CUDA, an out-of-memory error halves the batch and runs it again (the
+        same requests, so the numbers do not depend on where memory ran out)."""
+        if self._device.type != "cuda":
+            return run()
+        return loading.retry_on_oom(run, self._halve_batch_size)
+
     def _score_units(self, units: list[ScoreUnit], progress=None) -> dict[int, tuple[float, bool]]:
-        fixed = self._fixed_batch_size()
-        return self.scorer.score(units, max_length=self.max_length, batch_size=fixed,
-                                 batch_size_fn=None if fixed else self._auto_batch_size_fn(),
-                                 progress=progress)
+        def run():
+            fixed = self._fixed_batch_size()
+            return self.scorer.score(units, max_length=self.max_length, batch_size=fixed,
+                                     batch_size_fn=None if fixed else self._auto_batch_size_fn(),
+                                     progress=progress)
+        return self._on_device(run)
 
     # ------------------------------------------------------------------ request types
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -225,13 +260,15 @@ class EvalsuiteLM(LM):
         return totals
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        batch = self._fixed_batch_size() or self._generation_batch_size()
-        out = generate_greedy(
-            self.model, self.tokenizer, self.tokens, [req.args for req in requests],
-            device=self._device, max_length=self.max_length,
-            default_max_gen_toks=MAX_GEN_TOKS, batch_size=batch,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eot_token_id,
-            autocast_dtype=self.autocast_dtype)
+        def run():
+            batch = self._fixed_batch_size() or self._generation_batch_size()
+            return generate_greedy(
+                self.model, self.tokenizer, self.tokens, [req.args for req in requests],
+                device=self._device, max_length=self.max_length,
+                default_max_gen_toks=MAX_GEN_TOKS, batch_size=batch,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eot_token_id,
+                autocast_dtype=self.autocast_dtype)
+        out = self._on_device(run)
         for req, text in zip(requests, out):
             self.cache_hook.add_partial("generate_until", req.args, text)
         return out

@@ -176,3 +176,27 @@ def find_batch_size(try_forward, *, start: int = 512) -> int:
             torch.cuda.empty_cache()
             n //= 2
     return 1
+
+
+def architecture_key(config, weight_dtype, autocast_dtype, device) -> str:
+    """One string per architecture x dtypes x device: what the CUDA batch-size search depends on
+    (the checkpoints of a series share it)."""
+    import hashlib
+
+    blob = json.dumps(comparable_config(config), sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return f"{digest}:{weight_dtype}:{autocast_dtype}:{device}"
+
+
+def retry_on_oom(run, shrink):
+    """``run()``, retried after ``shrink()`` each time CUDA runs out of memory; the error is
+    raised once ``shrink()`` returns False (the batch is already 1). CUDA callers only."""
+    import torch
+
+    while True:
+        try:
+            return run()
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if not shrink():
+                raise
