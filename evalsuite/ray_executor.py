@@ -230,10 +230,7 @@ def connect(ray, options: RayOptions) -> bool:
         return True
     address = options.address
     check_reachable(address)
-    if "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
-        # Ray enables token authentication only for clusters it finds itself (address auto); a
-        # cluster named by address may require it too, and a token is harmless where it does not.
-        os.environ["RAY_AUTH_MODE"] = "token"
+    _use_token_if_available()
     try:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING,
                  configure_logging=True)
@@ -269,10 +266,18 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
             "local Ray instance") from e
 
 
-def _auth_token_available() -> bool:
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return True
-    return (Path.home() / ".ray" / "auth_token").is_file()
+def _use_token_if_available() -> None:
+    """Send this machine's Ray token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)
+    when RAY_AUTH_MODE is unset. Ray does so itself only for a cluster it finds (address auto),
+    yet `ray start` enables token authentication when a token exists, so a cluster named by its
+    address may need it; a cluster without authentication ignores it (checked with Ray 2.60).
+    Ray's own helper is used because the mode must also reach its already-loaded C++ config."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:  # another Ray version: RAY_AUTH_MODE=token in the environment still works
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def worker_env(env_vars: Mapping[str, str]) -> dict[str, str]:
