@@ -123,12 +123,15 @@ class RayExecutor:
                  say: Callable[[str], None]):
         self.ray = import_ray()
         self.options, self.config, self.say = options, config, say
+        self._pending: dict[Any, Sequence[Cell]] = {}
+        self._results: list[GroupResult] = []
         self._t0 = time.time()
         self._started_here = connect(self.ray, options)
         self.ready_s = time.time() - self._t0
         resources = self.ray.cluster_resources()
-        say(f"ray: {'started a local instance' if self._started_here else 'connected to ' + str(options.address)}"
-            f" in {self.ready_s:.1f}s ({resources.get('CPU', 0):g} CPUs, "
+        where = ("started a local instance" if self._started_here
+                 else f"connected to {options.address}")
+        say(f"ray: {where} in {self.ready_s:.1f}s ({resources.get('CPU', 0):g} CPUs, "
             f"{resources.get('GPU', 0):g} GPUs); each group asks for {options.num_cpus:g} CPU"
             + (f" and {options.num_gpus:g} GPU" if options.num_gpus else ""))
         if resources.get("CPU", 0) < options.num_cpus or resources.get("GPU", 0) < options.num_gpus:
@@ -145,8 +148,6 @@ class RayExecutor:
             max_retries=options.max_retries,
             max_calls=0,  # keep the worker (and its cached model) between groups, GPU ones too
         )(evaluate_group_task)
-        self._pending: dict[Any, Sequence[Cell]] = {}
-        self._results: list[GroupResult] = []
 
     def has_capacity(self) -> bool:
         return True  # Ray queues the groups until a worker is free

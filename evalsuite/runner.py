@@ -6,9 +6,9 @@ the last model between them; the local executor runs it here, the Ray executor
 (:mod:`evalsuite.ray_executor`) in worker processes. Either way this process alone writes the
 store: each cell (per-sample Parquet first, then its rows) as soon as it reaches the driver, after
 each cell locally and after each group from Ray, so a killed run loses at most the work in flight
-and a rerun skips every finished cell. A cell is keyed by the checkpoint's weight hash, the task and its
-version, the precision and the settings that change numbers (shots, limit, seed, data source);
-batch size, device and engine are not part of the key.
+and a rerun skips every finished cell. A cell is keyed by the checkpoint's weight hash, the task
+and its version, the precision and the settings that change numbers (shots, limit, seed, data
+source); batch size, device, engine and executor are not part of the key.
 """
 
 from __future__ import annotations
@@ -652,6 +652,8 @@ class _Driver:
                 busy |= mine
                 inflight[executor.submit(rest, self.record)] = (cells[0].checkpoint.id, mine)
             waiting = still
+            if not inflight and waiting:  # cannot happen: only work in flight holds a group back
+                raise RuntimeError("scheduler stalled with groups waiting and none in flight")
             if inflight:
                 handle, items = executor.next_finished()
                 for item in items:
