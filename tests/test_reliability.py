@@ -112,12 +112,24 @@ def _primary_keys(results: Path) -> list[str]:
     return out
 
 
+def _last_wall_time(results: Path) -> float:
+    """Scoring time of the last cell in the rows file (0.1 s when none is readable)."""
+    for line in reversed((results / "rows.jsonl").read_text().splitlines()):
+        try:
+            return max(0.01, float(json.loads(line)["wall_time_s"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0.1
+
+
 def test_sigkill_at_ten_seeded_points_then_rerun_completes(series, data_dir, tmp_path):
     """Kill `evalsuite run` with SIGKILL at 10 seeded points of a 16-cell run; nothing finished is lost.
 
-    Each kill comes a seeded random 0-0.25 s after the restarted run has finished at least one
-    more cell, so the kills land in different phases (scoring, writing samples, appending rows)
-    whatever the machine's speed.
+    Each kill comes a seeded random fraction (0-0.8) of the last finished cell's scoring time
+    after the restarted run has finished at least one more cell, so the kills land in different
+    phases of the next cell (scoring, writing samples, appending rows) whatever the speed of the
+    machine and of the engine (a cell takes about 0.1 s here; a fixed 0-0.25 s let several cells
+    land between kills and the run finished first).
     """
     results = tmp_path / "res"
     cmd = [sys.executable, "-m", "evalsuite", "run", str(series), "--tasks",
@@ -136,7 +148,7 @@ def test_sigkill_at_ten_seeded_points_then_rerun_completes(series, data_dir, tmp
             time.sleep(0.02)
         if proc.poll() is not None:
             break  # the run finished on its own
-        time.sleep(rng.uniform(0.0, 0.25))
+        time.sleep(rng.uniform(0.0, 0.8) * _last_wall_time(results))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
