@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,6 +129,7 @@ def ray_head():
     finally:
         _stop_group(proc)
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
