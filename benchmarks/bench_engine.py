@@ -5,16 +5,18 @@
 
 Variants (each in its own subprocess, so peak memory is measured per variant):
 
-- ``evalsuite``: one process; tasks built once; ``create_lm(ckpt, reuse=previous)`` per
-  checkpoint and ``simple_evaluate`` on the same task objects.
+- ``evalsuite``: one process; the runner itself (``run_series`` over the task folder as an
+  ``--include-path``): tasks and requests built once, the model object reused across checkpoints,
+  rows and per-sample files written to a scratch results folder.
 - ``api``: one process; lm-eval's ``HFLM`` + ``simple_evaluate`` per checkpoint, with one
   ``TaskManager`` built once (over the local task folder only: the strongest form of the API loop).
 - ``cli``: the ``lm_eval`` command once per checkpoint (``--include_path`` to the local tasks).
 
 Tasks: arc_easy 5-shot, hellaswag, lambada_openai built from the real items in
 ``../shared/data/benchmarks`` (see ``evalsuite/engine/local_tasks.py``). Models: random
-GPT-NeoX models from ``evalsuite.testing`` (about 4.9M parameters at the default size),
-byte-level tokenizer, fp32 on CPU. Printed: wall-clock per variant and ratios, tokens fed to
+GPT-NeoX models from ``evalsuite.testing``, about 5M parameters: by default hidden 128, 4 layers
+and a 16k byte-level BPE vocabulary trained on LAMBADA's passages (``--tokenizer byte``: hidden
+256, 6 layers, 257 byte tokens), fp32 on CPU. Printed: wall-clock per variant and ratios, tokens fed to
 the model against the minimum (every distinct context once plus every continuation once),
 peak resident memory per variant, and whether the metrics agree.
 """
