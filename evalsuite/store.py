@@ -95,8 +95,10 @@ class ResultStore:
                     continue
                 try:
                     d = json.loads(line.decode("utf-8"))
+                    if not isinstance(d, dict):
+                        raise ValueError(f"a row is a JSON object, not {type(d).__name__}")
                     rows.append(ResultRow.from_dict(d))
-                except (ValueError, TypeError, UnicodeDecodeError) as e:
+                except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
                     log.warning("%s:%d: skipping unreadable row (%s); it is ignored and its cell "
                                 "will be recomputed on the next run", self.rows_path, lineno, e)
         return rows

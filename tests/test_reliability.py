@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from evalsuite.cli import main
@@ -227,6 +227,8 @@ _settings = settings(max_examples=40, deadline=None,
 
 @_settings
 @given(st.lists(st.binary(max_size=200), max_size=8))
+@example(lines=[b"0"])  # valid JSON, not an object: once crashed the reader
+@example(lines=[b"[1, 2]", b'"row"', b"null", b'{"step": {}}'])
 def test_store_reader_survives_any_bytes(tmp_path_factory, lines):
     root = tmp_path_factory.mktemp("prop")
     store = ResultStore(root)
