@@ -61,3 +61,21 @@ def test_batches_cap_padding_and_never_mix_kinds():
         width = max(r.length for r in batch)
         assert len(batch) * width - sum(r.length for r in batch) <= 0.1 * len(batch) * width
     assert [len(b) for b in batches] == [3, 2, 1, 1]
+
+
+def test_two_pass_batches_cap_padding_in_both_passes():
+    """Two-pass rows are grouped by context length, then continuation length: padding is
+    counted over both passes, so equal totals with different splits are not batched together."""
+    units = []
+    for i, (c, k) in enumerate([(40, 2), (41, 30), (39, 3), (42, 29), (40, 31), (41, 2)]):
+        ctx = tuple(range(1000 * i, 1000 * i + c))
+        units += [ScoreUnit(10 * i, ctx, tuple(range(k))), ScoreUnit(10 * i + 1, ctx, (7, 8))]
+    rows = pack_units(units, max_length=1000)
+    batches = list(batch_rows(rows, max_rows=8, max_padding=0.1))
+    for batch in batches:
+        w1 = max(r.widths[0] for r in batch)
+        w2 = max(r.widths[1] for r in batch)
+        fed = len(batch) * (w1 + w2)
+        assert fed - sum(sum(r.widths) for r in batch) <= 0.1 * fed
+    # long continuations together, short ones together
+    assert sorted(sorted(r.widths[1] for r in b) for b in batches) == [[2, 2, 3], [29, 30, 31]]

