@@ -128,3 +128,19 @@ def test_a_model_without_a_findable_mlp_scores_without_the_trim(monkeypatch):
     assert scorer.check_fast_paths(tol=1e-4)["last_mlp_at_targets"] is False
     units = _units(model)
     _assert_same(scorer.score(units, max_length=64, batch_size=4), _plain(model, units))
+
+
+def test_cpu_allocator_tuning_is_opt_out(monkeypatch):
+    import sys
+
+    from evalsuite.engine import loading
+
+    monkeypatch.setattr(loading, "_ALLOCATOR_TUNED", False)
+    monkeypatch.setenv("EVALSUITE_MALLOC_TUNING", "0")
+    assert loading.tune_cpu_allocator() is False
+    monkeypatch.delenv("EVALSUITE_MALLOC_TUNING")
+    if sys.platform.startswith("linux"):
+        import ctypes.util
+
+        if ctypes.util.find_library("c"):
+            assert loading.tune_cpu_allocator() is True
