@@ -2,6 +2,7 @@
 
     python benchmarks/bench_engine.py                      # issue sizes: 300 / 300 / 500 items
     python benchmarks/bench_engine.py --scale 0.1          # a tenth of the items (quick)
+    python benchmarks/bench_engine.py --repeat 2           # 2 interleaved rounds, medians
 
 Variants (each in its own subprocess, so peak memory is measured per variant):
 
@@ -235,6 +236,10 @@ def main(argv=None) -> int:
                    help="for the in-process variants; the lm_eval CLI has no such option and "
                         "always uses lm-eval's default, 100000, so that is the default here too")
     p.add_argument("--variants", default="evalsuite,api,cli")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of all variants, interleaved (evalsuite, api, cli, evalsuite, ...); "
+                        "times are the median over rounds, so a slow spell of a shared machine "
+                        "does not land on one variant only")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenMP threads for every variant (1 holds up best on shared cores)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "benchmarks")
@@ -281,8 +286,9 @@ def main(argv=None) -> int:
           + f" (scale {args.scale}); batch size {args.batch_size}; "
           f"bootstrap_iters {args.bootstrap_iters}")
 
-    reports = {}
-    for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
+    runs: dict[str, list[dict]] = {}
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for variant in [v for _ in range(max(1, args.repeat)) for v in variants]:
         cmd = [sys.executable, __file__, "--variant", variant, "--task-dir", str(task_dir),
                "--threads", str(args.threads), "--batch-size", str(args.batch_size),
                "--bootstrap-iters", str(args.bootstrap_iters)]
@@ -301,16 +307,35 @@ def main(argv=None) -> int:
             return 1
         rep = json.loads(lines[-1][len("BENCH_JSON "):])
         rep["wall_s"], rep["cpu_s"] = wall, cpu
-        reports[variant] = rep
+        runs.setdefault(variant, []).append(rep)
         print(f"  {variant:10s} {wall:8.1f} s wall  {cpu:8.1f} s CPU   peak RSS "
               f"{rep['peak_rss_mb']:8.0f} MiB", flush=True)
 
+    reports = {v: median_report(rs) for v, rs in runs.items()}
+    if args.repeat > 1:
+        print(f"\n(median of {args.repeat} interleaved rounds; per-round walls: "
+              + "; ".join(f"{v} " + ", ".join(f"{r['wall_s']:.1f}" for r in rs)
+                          for v, rs in runs.items()) + ")")
     print_summary(reports, counts)
     if args.json_out:
         args.json_out.write_text(json.dumps({"items": counts, "params": n_params,
                                              "args": {k: str(v) for k, v in vars(args).items()},
-                                             "reports": reports}, indent=2))
+                                             "reports": reports, "rounds": runs}, indent=2))
     return 0
+
+
+def median_report(reps: list[dict]) -> dict:
+    """The round with the median wall time (its own per-checkpoint figures, tokens, metrics),
+    with wall, CPU and peak memory replaced by their medians / maximum over the rounds."""
+    import statistics
+
+    ordered = sorted(reps, key=lambda r: r["wall_s"])
+    out = dict(ordered[(len(ordered) - 1) // 2])
+    out["wall_s"] = statistics.median(r["wall_s"] for r in reps)
+    out["cpu_s"] = statistics.median(r["cpu_s"] for r in reps)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in reps)
+    out["rounds_wall_s"] = [r["wall_s"] for r in reps]
+    return out
 
 
 def print_summary(reports: dict, counts: dict) -> None:

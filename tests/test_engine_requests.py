@@ -181,3 +181,29 @@ def test_prompt_templates_compile_once_and_render_the_same():
     finally:
         utils.env.compile = original
     assert compiles == []  # already compiled above: served from the cache
+
+
+@pytest.mark.parametrize("kind", ["bpe", "byte"])
+def test_batched_prefetch_gives_the_ids_of_one_call_per_string(kind, lambada_texts):
+    """``prefetch_pairs`` encodes all strings of a request list in batched tokenizer calls; the
+    pairs must equal the one-string-at-a-time encodings (trailing spaces, a BOS-prefixed
+    context, a repeated context, an empty context)."""
+    from evalsuite.engine.tokens import TokenCache
+    from evalsuite.testing import build_bpe_tokenizer, build_byte_tokenizer
+
+    texts = [c + w for c, w in lambada_texts[:40]]
+    tok = build_bpe_tokenizer(texts, vocab_size=400) if kind == "bpe" else build_byte_tokenizer()
+    bos = tok.decode(tok.eos_token_id)
+    pairs = list(lambada_texts[:40]) + [
+        ("Question: 2 + 2 =  ", "4"), ("Question: 2 + 2 =  ", "5"), (bos + "Hello", " world"),
+        ("", "lone continuation"), ("trailing\n", "next line")]
+    prefix = tok.eos_token_id
+
+    one = TokenCache(tok, prefix_token_id=prefix)
+    want = [one.encode_pair(c, w) for c, w in pairs]
+    batched = TokenCache(tok, prefix_token_id=prefix)
+    batched.prefetch_pairs(pairs)
+    calls = batched.n_encode_calls
+    assert calls < len(pairs) / 4
+    assert [batched.encode_pair(c, w) for c, w in pairs] == want
+    assert batched.n_encode_calls == calls + 1  # only the empty-context continuation

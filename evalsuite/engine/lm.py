@@ -231,6 +231,7 @@ class EvalsuiteLM(LM):
     # ------------------------------------------------------------------ request types
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         units = []
+        self.tokens.prefetch_pairs(req.args for req in requests)
         for i, req in enumerate(requests):
             context, continuation = req.args
             ctx, cont = self.tokens.encode_pair(context, continuation)
@@ -286,6 +287,7 @@ class EvalsuiteLM(LM):
         """Tokens a perfect scorer must feed for these loglikelihood requests: every distinct
         context once plus every continuation once (the benchmark's yardstick)."""
         contexts, total = set(), 0
+        self.tokens.prefetch_pairs(req.args for req in requests)
         for req in requests:
             ctx, cont = self.tokens.encode_pair(*req.args)
             unit = truncate_unit(0, ctx, cont, self.max_length)
