@@ -81,7 +81,7 @@ def test_all_shortcuts_hold_and_scores_equal_plain_forward(kind):
     scorer = Scorer(model, device=torch.device("cpu"), pad_token_id=0)
     paths = scorer.check_fast_paths(tol=1e-4)
     assert paths == {"share_context": True, "head_only_at_targets": True,
-                     "last_mlp_at_targets": True}
+                     "last_mlp_at_targets": True, "last_attention_at_targets": True}
     units = _units(model)
     want = _plain(model, units)
     assert any(g for _, g in want.values())  # the greedy flags are exercised both ways
@@ -113,7 +113,8 @@ def test_a_trim_that_changes_scores_is_switched_off(monkeypatch):
     model = _model("gpt_neox")
     scorer = Scorer(model, device=torch.device("cpu"), pad_token_id=0)
     assert scorer.check_fast_paths(tol=1e-4) == {
-        "share_context": True, "head_only_at_targets": True, "last_mlp_at_targets": False}
+        "share_context": True, "head_only_at_targets": True, "last_mlp_at_targets": False,
+        "last_attention_at_targets": True}
     units = _units(model)
     _assert_same(scorer.score(units, max_length=64, batch_size=4), _plain(model, units))
 
@@ -144,3 +145,122 @@ def test_cpu_allocator_tuning_is_opt_out(monkeypatch):
 
         if ctypes.util.find_library("c"):
             assert loading.tune_cpu_allocator() is True
+
+
+def _reference_head(rows, inverse, tokens, head):
+    lp = torch.log_softmax((head(rows) if head is not None else rows).float(), dim=-1)
+    picked = lp[inverse, tokens]
+    return picked, lp.argmax(dim=-1)[inverse] == tokens
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_head_chunks_give_lm_evals_logprobs_and_greedy_flags_with_ties(bias, chunk):
+    """``chunked_target_logprobs`` (reused buffers and ``amax`` for a bias-free fp32 head, the
+    module call otherwise) equals log-softmax over all rows with lm-eval's ``argmax`` greedy
+    flag, also where the maximum is tied: the first index wins, so a later tied token is not
+    greedy."""
+    from evalsuite.engine.scoring import chunked_target_logprobs
+
+    torch.manual_seed(3)
+    head = torch.nn.Linear(8, 11, bias=bias)
+    rows = torch.randn(10, 8)
+    with torch.no_grad():
+        head.weight[5] = head.weight[2]  # tokens 2 and 5 always tie
+        if bias:
+            head.bias[5] = head.bias[2]
+        rows[1] = 10 * head.weight[2]  # ... and are the maximum of row 1
+        best = head(rows).argmax(-1)
+    assert int(best[1]) == 2
+    inverse = torch.tensor([0, 0, 1, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 9])
+    tokens = torch.tensor([int(best[0]), 1, 2, 5, 5, int(best[3]), 0, 3, 10, 2,
+                           int(best[7]), 4, int(best[9]), 0])
+    got_lp, got_greedy = chunked_target_logprobs(rows, inverse, tokens, head=head,
+                                                 chunk_rows=chunk)
+    with torch.no_grad():
+        want_lp, want_greedy = _reference_head(rows, inverse, tokens, head)
+    assert torch.allclose(got_lp, want_lp, atol=1e-6)
+    assert got_greedy.tolist() == want_greedy.tolist()
+    assert want_greedy[2].item() and not want_greedy[3].item()  # row 1: token 2 wins the tie
+    assert got_lp[2] == got_lp[3]
+
+
+def test_head_chunks_with_tied_maxima_on_logits_rows():
+    from evalsuite.engine.scoring import chunked_target_logprobs
+
+    logits = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 1.0, 5.0, 5.0]])
+    inverse = torch.tensor([0, 0, 1, 1, 2, 2])
+    tokens = torch.tensor([1, 2, 0, 3, 2, 3])
+    lp, greedy = chunked_target_logprobs(logits, inverse, tokens, head=None, chunk_rows=2)
+    assert greedy.tolist() == [True, False, True, False, True, False]
+    assert torch.allclose(lp, torch.log_softmax(logits, -1)[inverse, tokens])
+
+
+def test_the_head_waits_for_rows_from_several_batches():
+    """With a head chunk larger than one batch's targets, the head runs on rows gathered from
+    several batches (fewer, fuller chunks) and the scores still equal a plain forward."""
+    model = _model("gpt_neox")
+    scorer = Scorer(model, device=torch.device("cpu"), pad_token_id=0)
+    scorer.check_fast_paths(tol=1e-4)
+    units = _units(model)
+    calls = []
+    original = scorer._head_scores
+
+    def spy(pending):
+        calls.append(len(pending))
+        return original(pending)
+
+    scorer._head_scores = spy
+    scorer._chunk_rows = lambda vocab: 12
+    ticks = []
+    _assert_same(scorer.score(units, max_length=64, batch_size=1, progress=ticks.append),
+                 _plain(model, units))
+    assert max(calls) > 1 and sum(calls) == scorer.stats.forward_calls
+    assert sum(ticks) == len(units)
+
+
+@pytest.mark.parametrize("kind", ["gpt_neox", "llama", "gpt2"])
+def test_the_last_attention_computes_only_target_queries(kind, monkeypatch):
+    """The last layer's attention runs SDPA for the head's rows only (plus padding queries when
+    rows hold different numbers of targets), and the scores equal a plain forward."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    model = _model(kind)
+    scorer = Scorer(model, device=torch.device("cpu"), pad_token_id=0)
+    assert scorer.check_fast_paths(tol=1e-4)["last_attention_at_targets"] is True
+    units = _units(model)
+    queries, original = [], sdpa.sdpa_attention_forward
+
+    def spy(module, query, *args, **kwargs):
+        queries.append(query.shape[0] * query.shape[2])
+        return original(module, query, *args, **kwargs)
+
+    want = _plain(model, units)
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", spy)
+    _assert_same(scorer.score(units, max_length=64, batch_size=64), want)
+    fed = scorer.stats.tokens_forwarded + scorer.stats.tokens_padded
+    assert queries and sum(queries) < fed / 2  # the trimmed call sees far fewer queries
+
+
+def test_an_attention_trim_that_changes_scores_is_switched_off(monkeypatch):
+    from transformers.modeling_utils import AttentionInterface
+
+    from evalsuite.engine import scoring
+
+    model = _model("llama")
+    Scorer(model, device=torch.device("cpu"), pad_token_id=0)  # registers the function
+    original = AttentionInterface._global_mapping[scoring._ATTENTION_NAME]
+
+    def wrong(module, query, *args, **kwargs):
+        out, w = original(module, query, *args, **kwargs)
+        scorer = model._evalsuite_scorer
+        active = scorer._rows is not None and scorer.trim_last_attention
+        return (1.5 * out if active else out), w
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, scoring._ATTENTION_NAME, wrong)
+    scorer = Scorer(model, device=torch.device("cpu"), pad_token_id=0)
+    assert scorer.check_fast_paths(tol=1e-4) == {
+        "share_context": True, "head_only_at_targets": True, "last_mlp_at_targets": True,
+        "last_attention_at_targets": False}
+    units = _units(model)
+    _assert_same(scorer.score(units, max_length=64, batch_size=4), _plain(model, units))
