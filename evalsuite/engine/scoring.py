@@ -3,14 +3,15 @@
 lm-eval's ``HFLM`` takes a log-softmax over every position of every row (batch x length x
 vocabulary) and then keeps the continuation positions. Here the transformer body runs once per
 packed row, the hidden states at the positions that predict continuation tokens are gathered,
-and only those go through the output head and the log-softmax. The last layer's MLP, whose
-output is read only there, also runs only at those positions.
+and only those go through the output head and the log-softmax, in full chunks gathered from
+several batches. The last layer's attention queries and MLP, whose outputs are read only there,
+are also computed only at those positions (its keys and values still cover every position).
 
-The three shortcuts (packing with cached context keys, position ids and a 4-D mask; "body then
-head"; the last MLP at target positions) are checked on the loaded model against a plain forward
-pass before use (``check_fast_paths``); an architecture that does not honour one (ALiBi models
-that ignore position ids, heads with logit soft-capping, an MLP that is not position-wise) falls
-back to the plain path for it, so scores never change silently.
+The shortcuts (packing with cached context keys, position ids and a 4-D mask; "body then head";
+the last attention and MLP at target positions) are checked on the loaded model against a plain
+forward pass before use (``check_fast_paths``); an architecture that does not honour one (ALiBi
+models that ignore position ids, heads with logit soft-capping, an MLP that is not position-wise)
+falls back to the plain path for it, so scores never change silently.
 """
 
 from __future__ import annotations
