@@ -350,6 +350,36 @@ def test_auto_batch_size_searched_once_per_architecture_and_halved_on_oom(series
     assert list(lm_module.AUTO_BATCH_SIZES.values()) == [16]
 
 
+def test_oom_retry_counts_only_the_pass_that_finished(series, monkeypatch):
+    """The scorer's token and call counts after an out-of-memory retry are those of the pass
+    that finished, not the sum of the failed and the retried one. CUDA is faked."""
+    import torch
+
+    from evalsuite.engine import create_lm
+
+    lm = create_lm(series / "tiny-80k" / "step0", batch_size=8)
+    monkeypatch.setattr(lm, "_device", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    stats = lm.scorer.stats
+    stats.tokens_forwarded, stats.forward_calls, stats.batch_sizes = 5, 1, [3]
+    attempts = []
+
+    def fake_score(units, *, max_length, batch_size=None, batch_size_fn=None, progress=None):
+        attempts.append(batch_size)
+        stats.tokens_forwarded += 100
+        stats.forward_calls += 2
+        stats.batch_sizes.append(batch_size)
+        if batch_size > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return {}
+
+    monkeypatch.setattr(lm.scorer, "score", fake_score)
+    lm._score_units(["u1"])
+    assert attempts == [8, 4]
+    assert (stats.tokens_forwarded, stats.forward_calls, stats.batch_sizes) == (105, 3, [3, 4])
+    assert lm.stats is stats
+
+
 def test_cpu_run_never_initialises_cuda(series, data_dir, tmp_path, monkeypatch):
     import torch
 

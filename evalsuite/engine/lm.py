@@ -11,6 +11,7 @@ What differs from lm-eval's ``HFLM`` is only how the same numbers are computed:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -221,7 +222,14 @@ class EvalsuiteLM(LM):
         return loading.retry_on_oom(run, self._halve_batch_size)
 
     def _score_units(self, units: list[ScoreUnit], progress=None) -> dict[int, tuple[float, bool]]:
+        before = dataclasses.replace(self.scorer.stats,
+                                     batch_sizes=list(self.scorer.stats.batch_sizes))
+
         def run():
+            # A retried pass (CUDA out of memory) must not count the failed attempt's work.
+            for f in dataclasses.fields(before):
+                value = getattr(before, f.name)
+                setattr(self.scorer.stats, f.name, list(value) if isinstance(value, list) else value)
             fixed = self._fixed_batch_size()
             return self.scorer.score(units, max_length=self.max_length, batch_size=fixed,
                                      batch_size_fn=None if fixed else self._auto_batch_size_fn(),
