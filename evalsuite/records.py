@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 #: Version of the result-row schema written to ``results/``. Bump on any change to ResultRow.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def compute_flops(n_params: float | None, tokens_seen: float | None) -> float | None:
@@ -47,6 +47,9 @@ class Checkpoint:
         weight_hash: sha256 over the weight files (content, not path), first 16 hex digits.
         precision: precision the checkpoint is evaluated at (``fp32`` by default).
         revision: hub revision when the source is a hub id.
+        tokenizer_hash: sha256 over the tokenizer files (first 16 hex digits), None if unknown;
+            part of the cell key, since the same weights with another tokenizer score differently.
+        model_config_hash: sha256 of config.json without bookkeeping fields (part of the key).
     """
 
     series: str
@@ -61,6 +64,8 @@ class Checkpoint:
     weight_hash: str | None = None
     precision: str = "fp32"
     revision: str | None = None
+    tokenizer_hash: str | None = None
+    model_config_hash: str | None = None
 
     @property
     def id(self) -> str:
@@ -90,6 +95,8 @@ class TaskSpec:
         name: evalsuite name (== the YAML stem for bundled and user tasks).
         lm_eval_task: the lm-eval task it wraps.
         primary_metric: the one metric leaderboards and scaling fits use (``acc``, ``acc_norm``...).
+            For a task with several lm-eval filters it may name one: ``exact_match/strict-match``;
+            a bare name means the task's first filter.
         chance: score of a random guesser on the primary metric (0 for generation).
         higher_is_better: direction of the primary metric.
         output_type: lm-eval request type (multiple_choice, loglikelihood,
@@ -130,10 +137,7 @@ class RunConfig:
     include_path: str | None = None
     trust_remote_code: bool = False
 
-    def numbers_key(self) -> dict[str, Any]:
-        """Settings that change the numbers (batch size and device do not, up to float noise)."""
-        return {"num_fewshot": self.num_fewshot, "limit": self.limit, "seed": self.seed,
-                "bootstrap_iters": self.bootstrap_iters}
+    skip_bad_items: bool = False
 
 
 def config_hash(obj: Mapping[str, Any]) -> str:
@@ -155,6 +159,15 @@ class ResultRow:
     and ``weights_max_abs_change`` prove a k-bit precision took effect (fraction of quantized
     weights that changed, largest change); ``n_nonfinite`` counts items whose log-likelihoods
     were NaN/inf (fp16 overflow): they are left out of ``value``/``stderr`` and ``n_samples``.
+
+    Schema 3: ``metric`` is lm-eval's metric name, suffixed ``/<filter>`` when lm-eval's filter
+    is not ``none`` (``exact_match/strict-match``), and ``filter`` names that filter, so a task
+    with several filters has one row per metric and filter. ``checkpoint_source`` and
+    ``checkpoint_revision`` say where the weights came from (local folder or hub id and
+    revision); ``tokenizer_hash``, ``data_fingerprint`` (the documents actually scored) and
+    ``task_fingerprint`` (the resolved lm-eval task config) are the inputs that entered
+    ``cell_key`` (:mod:`evalsuite.keys`); ``n_skipped_items`` counts records dropped by
+    ``--skip-bad-items``.
     """
 
     checkpoint_id: str
@@ -195,6 +208,15 @@ class ResultRow:
     weights_changed_frac: float | None = None
     weights_max_abs_change: float | None = None
     n_nonfinite: int = 0
+    # schema 3 (issue 18, never a wrong number): filters, provenance, what was read
+    filter: str = "none"
+    checkpoint_source: str | None = None
+    checkpoint_revision: str | None = None
+    tokenizer_hash: str | None = None
+    data_fingerprint: str | None = None
+    task_fingerprint: str | None = None
+    bootstrap_iters: int | None = None
+    n_skipped_items: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

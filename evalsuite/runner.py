@@ -6,9 +6,12 @@ the last model between them; the local executor runs it here, the Ray executor
 (:mod:`evalsuite.ray_executor`) in worker processes. Either way this process alone writes the
 store: each cell (per-sample Parquet first, then its rows) as soon as it reaches the driver, after
 each cell locally and after each group from Ray, so a killed run loses at most the work in flight
-and a rerun skips every finished cell. A cell is keyed by the checkpoint's weight hash, the task
-and its version, the precision and the settings that change numbers (shots, limit, seed, data
-source); batch size, device, engine and executor are not part of the key.
+and a rerun skips every finished cell. A cell's key (:mod:`evalsuite.keys`) hashes every input
+that changes its numbers: weights, model config, tokenizer, precision, the resolved task config
+and the documents read, lm-eval's version and the settings; batch size, device, engine and
+executor are not part of it. Groups are keyed by what is loaded (source, weights, tokenizer,
+config, precision), never by a display id, and two checkpoints that would share an id stop the
+run before anything loads.
 """
 
 from __future__ import annotations
@@ -24,16 +27,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .precision import FLOAT_PRECISIONS, AppliedPrecision, PrecisionError, parse_precision
+from .keys import TaskFingerprint, cell_key, effective_fewshot, fingerprint_task, lm_eval_version
+from .precision import AppliedPrecision, PrecisionError, parse_precision
 from .records import Checkpoint, ResultRow, RunConfig, TaskSpec, config_hash
 from .request_memo import memoize_requests
+from .stats import metric_stderr
 from .store import ResultStore, StoreError
 
 log = logging.getLogger(__name__)
 
-#: Float precisions and the torch dtype they load in. k-bit specs (int3..int8, nf4, fp4 with a
-#: block size, see :mod:`evalsuite.precision`) are supported too: ``parse_precision`` decides.
-SUPPORTED_PRECISIONS = dict(FLOAT_PRECISIONS)
 #: Bits per parameter of the float precisions; k-bit ones: ``precision.bits_per_param(spec)``.
 BITS_PER_PARAM = {"fp32": 32.0, "bf16": 16.0, "fp16": 16.0}
 
@@ -47,6 +49,7 @@ class Cell:
     checkpoint: Checkpoint  # with its precision set
     task: TaskSpec
     key: str
+    fingerprint: TaskFingerprint  # of the task as the driver built it; workers must match it
 
 
 @dataclass
@@ -77,18 +80,39 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def effective_fewshot(spec: TaskSpec, config: RunConfig) -> int:
-    return spec.num_fewshot if config.num_fewshot is None else config.num_fewshot
+def unique_checkpoints(checkpoints: Sequence[Checkpoint]) -> tuple[list[Checkpoint], list[str]]:
+    """One entry per checkpoint: exact repeats (same id, same source) are kept once and reported;
+    two different checkpoints that would share an id (``step100/`` and ``checkpoint-100/``, or a
+    manifest giving two paths one size and step) are a :class:`RunError` naming both."""
+    kept: dict[str, Checkpoint] = {}
+    notes: list[str] = []
+    for ck in checkpoints:
+        prev = kept.get(ck.id)
+        if prev is None:
+            kept[ck.id] = ck
+        elif load_identity(prev) == load_identity(ck):
+            notes.append(f"{ck.id} ({ck.source}) is listed more than once; it is scored once")
+        else:
+            raise RunError(f"two different checkpoints would both be {ck.id}: {prev.source} and "
+                           f"{ck.source}; give them distinct size/step labels (a manifest with "
+                           "size: and step: per entry) or remove one of them")
+    return list(kept.values()), notes
 
 
-def cell_key(ckpt: Checkpoint, spec: TaskSpec, config: RunConfig) -> str:
-    identity = ckpt.weight_hash or f"{ckpt.source}@{ckpt.revision or ''}"
-    return config_hash({
-        "checkpoint": ckpt.id, "weights": identity, "precision": ckpt.precision, "task": spec.name,
-        "task_version": spec.version, "lm_eval_task": spec.lm_eval_task,
-        "num_fewshot": effective_fewshot(spec, config), "limit": config.limit,
-        "seed": config.seed, "data": "local" if config.data_dir else "hub",
-    })
+def load_identity(ckpt: Checkpoint) -> tuple:
+    """What is actually loaded: groups are keyed by this, never by the display id."""
+    return (ckpt.source, ckpt.revision, ckpt.weight_hash, ckpt.tokenizer_hash,
+            ckpt.model_config_hash, ckpt.precision)
+
+
+def check_fewshot(spec: TaskSpec, config: RunConfig, fp: TaskFingerprint) -> None:
+    shots = effective_fewshot(spec, config)
+    if shots < 0:
+        raise RunError(f"--num-fewshot {shots} for task {spec.name}: shots cannot be negative")
+    if shots and fp.n_fewshot_pool is not None and shots > fp.n_fewshot_pool:
+        raise RunError(f"task {spec.name}: {shots} shots asked for, but its few-shot pool has only "
+                       f"{fp.n_fewshot_pool} documents; pass --num-fewshot {fp.n_fewshot_pool} "
+                       "or fewer")
 
 
 def resolve_auto_precision(name: str, device: str) -> str:
@@ -101,7 +125,7 @@ def resolve_auto_precision(name: str, device: str) -> str:
 
 
 def plan_cells(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec],
-               config: RunConfig) -> list[Cell]:
+               config: RunConfig, fingerprints: dict[str, TaskFingerprint]) -> list[Cell]:
     """Every checkpoint x precision x task cell, checkpoint-major (a model loads once per precision).
 
     Precision names are canonicalised (``int4`` -> ``int4-b64``, ``auto`` -> bf16 on CUDA, fp32
@@ -123,12 +147,16 @@ def plan_cells(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec],
                                "a requested precision never silently falls back") from e
         if spec.name not in names:
             names.append(spec.name)
+    for spec in specs:
+        check_fewshot(spec, config, fingerprints[spec.name])
+    lm_eval = lm_eval_version()
     cells = []
     for ckpt in checkpoints:
         for p in names:
             c = ckpt.with_precision(p)
             for spec in specs:
-                cells.append(Cell(c, spec, cell_key(c, spec, config)))
+                fp = fingerprints[spec.name]
+                cells.append(Cell(c, spec, cell_key(c, spec, config, fp, lm_eval), fp))
     return cells
 
 
@@ -187,6 +215,8 @@ def load_lm(ckpt: Checkpoint, config: RunConfig, reuse=None):
         reuse = None  # quantized weights must never be swapped into, or out of, a reused model
     pretrained, revision = load_source(ckpt)
     dtype = spec.torch_dtype
+    if config.engine == "evalsuite" and ckpt.source.startswith("hub:"):
+        pretrained, revision = hub_snapshot(pretrained, revision), None
     if config.engine == "evalsuite":
         from .engine import create_lm
 
@@ -203,9 +233,39 @@ def load_lm(ckpt: Checkpoint, config: RunConfig, reuse=None):
         lm = HFLM(**kwargs)
     else:
         raise RunError(f"unknown engine {config.engine!r}: use hf or evalsuite")
+    from .engine.loading import verify_checkpoint
+
+    # before any precision is applied: random layers, dropped weights, ids past the vocabulary
+    verify_checkpoint(getattr(lm, "model", None), getattr(lm, "tokenizer", None), pretrained,
+                      revision)
     # PrecisionError propagates: the runner reports this checkpoint x precision as failed.
     lm.evalsuite_precision = apply_precision_to_lm(lm, spec)
     return lm
+
+
+def hub_snapshot(repo_id: str, revision: str | None) -> str:
+    """The local folder of a hub checkpoint: the Hugging Face cache, downloading it when online.
+
+    The evalsuite engine reads local folders; a hub id is resolved here, with an error that
+    names the offline switch when the snapshot is not cached and downloads are off.
+    """
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    try:
+        return snapshot_download(repo_id, revision=revision, local_files_only=offline)
+    except Exception as e:  # noqa: BLE001 - a hub error becomes one clear line
+        where = f"{repo_id}" + (f"@{revision}" if revision else "")
+        if offline:
+            raise FileNotFoundError(
+                f"hub checkpoint {where} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
+                "forbids downloading it; download it once online (huggingface_hub."
+                "snapshot_download), unset HF_HUB_OFFLINE, or list a local folder instead") from e
+        raise FileNotFoundError(f"hub checkpoint {where} could not be downloaded "
+                                f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); "
+                                "check the id, the revision and the network") from e
 
 
 def apply_precision_to_lm(lm, spec) -> AppliedPrecision:
@@ -263,24 +323,59 @@ def _without_env_report() -> Iterator[None]:
         evaluator.add_env_info = original
 
 
-def _per_sample_frame(samples: list[dict[str, Any]]):
+#: lm-eval aggregations whose per-item pair is (value, weight); other pairs are (gold, pred).
+_WEIGHTED = frozenset({"weighted_perplexity", "bits_per_byte"})
+
+
+def aggregation_names(task_obj) -> dict[str, str]:
+    """metric -> lm-eval's registered aggregation name (``mean``, ``perplexity``, ``f1``...)."""
+    from lm_eval.api.registry import AGGREGATION_REGISTRY
+
+    by_fn = {fn: name for name, fn in AGGREGATION_REGISTRY.items()}
+    try:
+        aggs = task_obj.aggregation()
+    except Exception:  # noqa: BLE001 - a task without aggregations: lm-eval falls back to mean
+        aggs = {}
+    return {m: by_fn.get(fn, getattr(fn, "__name__", "mean")) for m, fn in aggs.items()}
+
+
+def _sample_lls(s: dict[str, Any]) -> tuple[list[float], list[bool], list[str]]:
+    lls, greedy, texts = [], [], []
+    for r in s.get("resps") or []:
+        r0 = r[0] if isinstance(r, (list, tuple)) and r else r
+        if isinstance(r0, (list, tuple)) and len(r0) == 2 and isinstance(r0[1], bool):
+            lls.append(float(r0[0]))
+            greedy.append(bool(r0[1]))
+        elif isinstance(r0, (int, float)):
+            lls.append(float(r0))
+        elif isinstance(r0, str):
+            texts.append(r0)
+    return lls, greedy, texts
+
+
+def _nonfinite(s: dict[str, Any]) -> bool:
+    return not all(math.isfinite(x) for x in _sample_lls(s)[0])
+
+
+_SKIP_KEYS = {"doc", "doc_id", "target", "arguments", "resps", "filtered_resps", "filter",
+              "metrics", "doc_hash", "prompt_hash", "target_hash"}
+
+
+def _per_sample_frame(samples: list[dict[str, Any]], aggregations: dict[str, str] | None = None):
+    """One row per document and filter: log-likelihoods, greedy flags, response, per-item metrics.
+
+    A pair-valued metric is stored as its two halves: ``metric_<m>`` and ``metric_<m>_weight``
+    for (value, weight) aggregations (word/byte perplexity, bits per byte), ``metric_<m>_gold``
+    and ``metric_<m>_pred`` for (gold, pred) ones (f1, mcc).
+    """
     import json
 
     import pandas as pd
 
+    aggregations = aggregations or {}
     recs = []
     for s in samples:
-        resps = s.get("resps") or []
-        lls, greedy, texts = [], [], []
-        for r in resps:
-            r0 = r[0] if isinstance(r, (list, tuple)) and r else r
-            if isinstance(r0, (list, tuple)) and len(r0) == 2 and isinstance(r0[1], bool):
-                lls.append(float(r0[0]))
-                greedy.append(bool(r0[1]))
-            elif isinstance(r0, (int, float)):
-                lls.append(float(r0))
-            elif isinstance(r0, str):
-                texts.append(r0)
+        lls, greedy, texts = _sample_lls(s)
         rec = {"doc_id": int(s.get("doc_id", -1)), "filter": str(s.get("filter", "none")),
                "target": json.dumps(s.get("target"), default=str),
                "loglikelihoods": lls, "is_greedy": greedy,
@@ -288,99 +383,112 @@ def _per_sample_frame(samples: list[dict[str, Any]]):
                "nonfinite": not all(math.isfinite(x) for x in lls),
                "response": (s.get("filtered_resps") or [""])[0] if texts else None}
         for k, v in s.items():
-            if k in ("doc", "doc_id", "target", "arguments", "resps", "filtered_resps", "filter",
-                     "metrics", "doc_hash", "prompt_hash", "target_hash"):
+            if k in _SKIP_KEYS:
                 continue
-            if isinstance(v, bool):
+            if isinstance(v, (bool, int, float)):
                 rec[f"metric_{k}"] = float(v)
-            elif isinstance(v, (int, float)):
-                rec[f"metric_{k}"] = float(v)
-            elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
-                rec[f"metric_{k}"] = float(v[0])
-                rec[f"metric_{k}_weight"] = float(v[1])
+            elif isinstance(v, (list, tuple)) and len(v) == 2 and all(
+                    isinstance(x, (int, float)) for x in v):
+                if aggregations.get(k) in _WEIGHTED:
+                    rec[f"metric_{k}"], rec[f"metric_{k}_weight"] = float(v[0]), float(v[1])
+                else:
+                    rec[f"metric_{k}_gold"], rec[f"metric_{k}_pred"] = float(v[0]), float(v[1])
         if rec["response"] is not None and not isinstance(rec["response"], str):
             rec["response"] = str(rec["response"])
         recs.append(rec)
     return pd.DataFrame(recs)
 
 
-def _stderr(metric: str, frame, iters: int, seed: int) -> float | None:
-    """Standard error over items: closed form for means, numpy bootstrap for corpus-level metrics.
+def metric_name(metric: str, filter_name: str) -> str:
+    """A row's metric identity: lm-eval's name, with ``/<filter>`` unless the filter is none."""
+    return metric if filter_name == "none" else f"{metric}/{filter_name}"
 
-    Means (acc, acc_norm, exact_match...) use the sample standard deviation / sqrt(n), as lm-eval's
-    ``mean_stderr``. Perplexities and bits per byte are ratios of sums, bootstrapped over items.
+
+def _filter_order(task_obj, seen: Sequence[str]) -> list[str]:
+    names = [f.get("name") for f in (getattr(task_obj.config, "filter_list", None) or [])
+             if isinstance(f, dict) and f.get("name")]
+    return [f for f in names if f in seen] + [f for f in seen if f not in names]
+
+
+def cell_statistics(task_obj, samples: list[dict[str, Any]], results: dict[str, Any],
+                    config: RunConfig) -> dict[str, Any]:
+    """Value, stderr and item count for every metric x filter lm-eval reported for one task.
+
+    The value is lm-eval's own; the stderr is the one lm-eval computes for that metric's
+    aggregation with ``config.bootstrap_iters`` (:func:`evalsuite.stats.metric_stderr`, equal
+    draw for draw), over that filter's items only. Items with NaN/inf log-likelihoods (fp16
+    overflow) are left out: a mean is recomputed without them, a corpus-level metric then has
+    no honest value (None).
     """
-    import numpy as np
+    from lm_eval.api.metrics import mean as lm_mean
+    from lm_eval.api.registry import AGGREGATION_REGISTRY
 
-    col = f"metric_{metric}"
-    if col not in frame:
-        return None
-    x = frame[col].to_numpy(dtype=float)
-    n = len(x)
-    if n < 2:
-        return None
-    wcol = f"{col}_weight"
-    if wcol not in frame and metric != "perplexity":
-        return float(np.std(x, ddof=1) / math.sqrt(n))
-    w = frame[wcol].to_numpy(dtype=float) if wcol in frame else None
-
-    def stat(idx):
-        ll = np.take(x, idx).sum(axis=-1)
-        ww = np.take(w, idx).sum(axis=-1) if w is not None else float(n)
-        if metric == "perplexity":
-            return np.exp(-ll / ww)
-        if metric == "bits_per_byte":
-            return -ll / ww / math.log(2)
-        return np.exp(-ll / ww)  # word_perplexity, byte_perplexity
-
-    rng = np.random.default_rng(seed)
-    total, chunk, parts = max(iters, 100), max(1, 2_000_000 // n), []
-    # Native-width (intp) draws: np.take converts narrower indices first, so int32 draws were
-    # slower overall (100,000 x 500 items: 0.39 s against 0.19 s, measured). Bounded memory:
-    # 100,000 x 5,000 items at once would be 4 GB.
-    for start in range(0, total, chunk):
-        parts.append(stat(rng.integers(0, n, size=(min(chunk, total - start), n), dtype=np.intp)))
-    vals = np.concatenate(parts)
-    vals = vals[np.isfinite(vals)]
-    return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-
-
-def _finite_only(metric: str, frame, n_bad: int) -> tuple[float | None, int]:
-    """(value over the items with finite log-likelihoods, their count) when some are not finite.
-
-    Means are recomputed from the per-item metric column without the flagged items; a
-    corpus-level metric (perplexity, bits per byte) has no honest value then: None.
-    """
-    col = f"metric_{metric}"
-    good = frame[~frame["nonfinite"]] if "nonfinite" in frame else frame
-    if col not in frame or f"{col}_weight" in frame or metric == "perplexity" or not len(good):
-        return None, len(good)
-    return float(good[col].astype(float).mean()), len(good)
+    aggs = aggregation_names(task_obj)
+    try:
+        agg_fns = task_obj.aggregation()
+    except Exception:  # noqa: BLE001
+        agg_fns = {}
+    by_filter: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_filter.setdefault(str(s.get("filter", "none")), []).append(s)
+    keys = [k for k in results if "," in k and "_stderr" not in k]
+    filters = _filter_order(task_obj, list(dict.fromkeys(k.split(",", 1)[1] for k in keys)))
+    out = []
+    for filt in filters:
+        for key in keys:
+            metric, f = key.split(",", 1)
+            value = results[key]
+            if f != filt or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            docs = [s for s in by_filter.get(filt, []) if metric in s]
+            bad = [_nonfinite(s) for s in docs]
+            items = [s[metric] for s, b in zip(docs, bad) if not b]
+            agg = aggs.get(metric, "mean")
+            value = float(value)
+            if any(bad):
+                value = float(lm_mean(items)) if agg == "mean" and items else float("nan")
+            fn = agg_fns.get(metric, AGGREGATION_REGISTRY.get(agg))
+            stderr = metric_stderr(agg, items, config.bootstrap_iters, fn) \
+                if math.isfinite(value) else None
+            out.append({"metric": metric, "filter": filt, "value": value, "stderr": stderr,
+                        "n": len(items), "n_nonfinite": int(sum(bad)), "aggregation": agg})
+    return {"metrics": out}
 
 
-def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, wall_time_s: float,
+def _primary_index(spec: TaskSpec, stats: list[dict[str, Any]]) -> int | None:
+    """The row of the task's one primary metric: ``m/filter`` names it exactly; a bare ``m``
+    is the unfiltered one, else the first filter in the task's own order."""
+    want = spec.primary_metric
+    for i, st in enumerate(stats):
+        if metric_name(st["metric"], st["filter"]) == want:
+            return i
+    if "/" not in want:
+        for i, st in enumerate(stats):
+            if st["metric"] == want:
+                return i
+    return None
+
+
+def rows_for_cell(cell: Cell, scores: dict[str, Any], config: RunConfig, *, wall_time_s: float,
                   batch_size: str, versions: dict[str, str],
-                  applied: AppliedPrecision | None = None) -> list[ResultRow]:
-    """Long-format rows (one per metric) from simple_evaluate's output for one cell.
+                  applied: AppliedPrecision | None = None, n_skipped_items: int = 0
+                  ) -> list[ResultRow]:
+    """Long-format rows, one per metric x filter, from :func:`cell_statistics` for one cell.
 
     ``applied`` (from :func:`load_lm`) supplies the precision fields. Items whose
     log-likelihoods are not finite (fp16 overflow) are counted in ``n_nonfinite`` and left out of
     the value, its stderr and ``n_samples``.
     """
     spec, ckpt = cell.task, cell.checkpoint
-    res = out["results"][spec.name]
-    n = out.get("n-samples", {}).get(spec.name, {}).get("effective")
-    n_bad = int(frame["nonfinite"].sum()) if "nonfinite" in frame and len(frame) else 0
+    stats = scores["metrics"]
+    n_bad = max((st["n_nonfinite"] for st in stats), default=0)
     if n_bad:
-        log.warning("%s on %s: %d of %d items have NaN/inf log-likelihoods (overflow at %s?); "
-                    "they are flagged in the row (n_nonfinite) and left out of every mean",
-                    spec.name, ckpt.id, n_bad, len(frame), ckpt.precision)
-    good_frame = frame[~frame["nonfinite"]] if n_bad else frame
+        log.warning("%s on %s: %d items have NaN/inf log-likelihoods (overflow at %s?); they "
+                    "are flagged in the row (n_nonfinite) and left out of every mean",
+                    spec.name, ckpt.id, n_bad, ckpt.precision)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     chash = config_hash({"cell": cell.key, "engine": config.engine, "batch_size": str(batch_size),
                          "device": config.device})
-    rows = []
-    metrics = sorted({k.split(",")[0] for k in res if "," in k and "_stderr" not in k})
     if applied is not None:
         bits, model_bits = applied.bits_per_param, applied.model_bits
     else:
@@ -391,31 +499,28 @@ def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, 
             except PrecisionError:
                 bits = None
         model_bits = (bits * ckpt.n_params) if (bits and ckpt.n_params) else None
-    for metric in metrics:
-        key = next(k for k in res if k.split(",")[0] == metric and "_stderr" not in k)
-        value = res[key]
-        if not isinstance(value, (int, float)):
-            continue
-        value = float(value)
-        n_items = int(n) if n is not None else len(frame)
-        if n_bad:
-            value, n_items = _finite_only(metric, frame, n_bad)
-            value = float("nan") if value is None else value
+    primary = _primary_index(spec, stats)
+    if primary is None:
+        reported = sorted(metric_name(st["metric"], st["filter"]) for st in stats)
+        raise RunError(f"task {spec.name}: lm-eval reported no {spec.primary_metric!r} metric "
+                       f"(it reported {reported}); fix primary_metric in the task YAML")
+    rows = []
+    for i, st in enumerate(stats):
+        metric, value = metric_name(st["metric"], st["filter"]), st["value"]
         finite = math.isfinite(value)
         if not finite:
             log.warning("%s on %s: %s is %s (NaN/inf log-likelihoods?); stored as missing, never "
                         "averaged in", spec.name, ckpt.id, metric, value)
-        hib = spec.higher_is_better if metric == spec.primary_metric else \
-            not any(s in metric for s in ("perplexity", "bits_per_byte"))
+        hib = spec.higher_is_better if i == primary else \
+            not any(s in st["metric"] for s in ("perplexity", "bits_per_byte", "ter"))
         rows.append(ResultRow(
             checkpoint_id=ckpt.id, series=ckpt.series, size=ckpt.size, step=ckpt.step,
             n_params=ckpt.n_params, n_params_nonembedding=ckpt.n_params_nonembedding,
             tokens_seen=ckpt.tokens_seen, compute_flops=ckpt.compute_flops,
             weight_hash=ckpt.weight_hash, precision=ckpt.precision, task=spec.name,
-            task_version=spec.version, metric=metric, is_primary=(metric == spec.primary_metric),
-            value=value if finite else None,
-            stderr=_stderr(metric, good_frame, config.bootstrap_iters, config.seed) if finite else None,
-            n_samples=n_items,
+            task_version=spec.version, metric=metric, is_primary=(i == primary),
+            value=value if finite else None, stderr=st["stderr"] if finite else None,
+            n_samples=st["n"],
             num_fewshot=effective_fewshot(spec, config), chance=spec.chance, higher_is_better=hib,
             limit=config.limit, batch_size=str(batch_size), engine=config.engine,
             device=config.device,
@@ -426,10 +531,11 @@ def rows_for_cell(cell: Cell, out: dict[str, Any], frame, config: RunConfig, *, 
             precision_library=applied.library if applied is not None else None,
             weights_changed_frac=applied.weights_changed_frac if applied is not None else None,
             weights_max_abs_change=applied.weights_max_abs_change if applied is not None else None,
-            n_nonfinite=n_bad))
-    if not any(r.is_primary for r in rows):
-        raise RunError(f"task {spec.name}: lm-eval reported no {spec.primary_metric!r} metric "
-                       f"(it reported {metrics}); fix primary_metric in the task YAML")
+            n_nonfinite=st["n_nonfinite"], filter=st["filter"],
+            checkpoint_source=ckpt.source, checkpoint_revision=ckpt.revision,
+            tokenizer_hash=ckpt.tokenizer_hash, data_fingerprint=cell.fingerprint.data,
+            task_fingerprint=cell.fingerprint.task_config,
+            bootstrap_iters=config.bootstrap_iters, n_skipped_items=n_skipped_items))
     return rows
 
 
@@ -460,10 +566,11 @@ class CellFailure:
 
 
 def group_cells(cells: Sequence[Cell]) -> list[list[Cell]]:
-    """Cells grouped by checkpoint x precision (one model load each), in plan order."""
-    groups: dict[str, list[Cell]] = {}
+    """Cells grouped by what is loaded (:func:`load_identity`: one model load each), in plan
+    order; never by display id, so two checkpoints can never share one model."""
+    groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault(cell.checkpoint.id, []).append(cell)
+        groups.setdefault((cell.checkpoint.id,) + load_identity(cell.checkpoint), []).append(cell)
     return list(groups.values())
 
 
@@ -475,19 +582,34 @@ class GroupEvaluator:
     checkpoints of one architecture swap weights into the same model object.
     """
 
-    def __init__(self, registry, config: RunConfig):
+    def __init__(self, registry, config: RunConfig, built: dict[str, Any] | None = None,
+                 fingerprints: dict[str, TaskFingerprint] | None = None):
         self.registry = registry
         self.config = config
         self.tasks: dict[str, Any] = {}
+        self.fingerprints: dict[str, TaskFingerprint] = dict(fingerprints or {})
+        self.aggregations: dict[str, dict[str, str]] = {}
         self.versions = package_versions()
         self._manager = None
         self._lm = None
-        self._loaded_id: str | None = None
+        self._loaded: tuple | None = None
+        for name, task_obj in (built or {}).items():
+            self._adopt(name, task_obj)
+
+    def _adopt(self, name: str, task_obj) -> None:
+        if name not in self.fingerprints:
+            self.fingerprints[name] = fingerprint_task(task_obj)
+        self.aggregations[name] = aggregation_names(task_obj)
+        self.tasks[name] = memoize_requests(task_obj)
 
     def prepare(self, names) -> None:
         """Build (and memoize the requests of) every named task not built yet."""
         for name in sorted(set(names) - set(self.tasks)):
-            self.tasks[name] = memoize_requests(self.registry.build(name))
+            self._adopt(name, self.registry.build(name))
+
+    def skipped_items(self, name: str) -> int:
+        counter = getattr(self.registry, "skipped_items", None)
+        return int(counter(name)) if callable(counter) else 0
 
     def evaluate(self, cells: Sequence[Cell],
                  on_result: Callable[[CellOutcome | CellFailure], None] | None = None
@@ -510,50 +632,52 @@ class GroupEvaluator:
         self.prepare(c.task.name for c in cells)
         if self._manager is None:
             self._manager = empty_task_manager()
-        if self._loaded_id != ck.id:
+        if self._loaded != load_identity(ck):
             try:
                 self._lm = load_lm(ck, config, reuse=self._lm)
-                self._loaded_id = ck.id
+                self._loaded = load_identity(ck)
             except RunError:
                 raise
             except PrecisionError as e:  # this checkpoint x precision only; loud, not fatal
-                self._lm, self._loaded_id = None, None
+                self._lm, self._loaded = None, None
                 emit(CellFailure(ck.id, str(e), f"skipping {ck.id}: {e}"))
                 return results
             except Exception as e:  # noqa: BLE001 - a broken checkpoint is reported, the rest run
-                self._lm, self._loaded_id = None, None
-                msg = _load_error_message(ck, e)
+                self._lm, self._loaded = None, None
+                msg = str(e) if type(e).__name__ == "CheckpointMismatch" else \
+                    _load_error_message(ck, e)
                 emit(CellFailure(ck.id, msg, f"skipping checkpoint {ck.id}: {msg}"))
                 return results
         lm = self._lm
         for cell in cells:
             name = cell.task.name
+            if self.fingerprints[name] != cell.fingerprint:
+                err = (f"task {name} as built here reads other documents or another config than "
+                       "the driver planned (data folder or task files differ on this worker); "
+                       "give every worker the same --data-dir and task files")
+                emit(CellFailure(f"{ck.id} x {name}", err, f"cell {ck.id} x {name} failed: {err}"))
+                continue
             t0 = time.perf_counter()
             try:
                 out = evaluate_cell(lm, self.tasks[name], cell.task, config, self._manager)
+                samples = out["samples"][name]
+                scores = cell_statistics(self.tasks[name], samples, out["results"][name], config)
+                frame = _per_sample_frame(samples, self.aggregations[name])
+                wall = time.perf_counter() - t0
+                applied = getattr(lm, "evalsuite_precision", None)
+                batch = getattr(lm, "batch_size", config.batch_size)
+                rows = rows_for_cell(cell, scores, config, wall_time_s=wall,
+                                     batch_size=str(batch), versions=self.versions,
+                                     applied=applied, n_skipped_items=self.skipped_items(name))
             except Exception as e:  # noqa: BLE001 - one failing cell must not lose the others
                 err = f"{e.__class__.__name__}: {e}"
                 emit(CellFailure(f"{ck.id} x {name}", err, f"cell {ck.id} x {name} failed: {err}"))
                 continue
-            wall = time.perf_counter() - t0
-            frame = _per_sample_frame(out["samples"][name])
-            applied = getattr(lm, "evalsuite_precision", None)
-            batch = getattr(lm, "batch_size", config.batch_size)
-            rows = rows_for_cell(cell, out, frame, config, wall_time_s=wall, batch_size=str(batch),
-                                 versions=self.versions, applied=applied)
             primary = next(r for r in rows if r.is_primary)
-            emit(CellOutcome(cell, rows, frame, _slim_scores(out, name), wall, applied,
+            emit(CellOutcome(cell, rows, frame, scores, wall, applied,
                              f"{ck.id} {name}: {primary.metric}={_fmt(primary.value)} "
                              f"(+-{_fmt(primary.stderr)}, n={primary.n_samples}, {wall:.1f}s)"))
         return results
-
-
-def _slim_scores(out: dict[str, Any], name: str) -> dict[str, Any]:
-    """The part of simple_evaluate's output that :func:`rows_for_cell` reads, for one task."""
-    slim: dict[str, Any] = {"results": {name: out["results"][name]}}
-    if name in out.get("n-samples", {}):
-        slim["n-samples"] = {name: out["n-samples"][name]}
-    return slim
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -563,8 +687,10 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, registry, config: RunConfig, todo: Sequence[Cell]):
-        self.evaluator = GroupEvaluator(registry, config)
+    def __init__(self, registry, config: RunConfig, todo: Sequence[Cell],
+                 built: dict[str, Any] | None = None,
+                 fingerprints: dict[str, TaskFingerprint] | None = None):
+        self.evaluator = GroupEvaluator(registry, config, built, fingerprints)
         # every task is built before any checkpoint loads: a data error stops the run first
         self.evaluator.prepare(c.task.name for c in todo)
         self._done: list[int] = []
@@ -603,8 +729,9 @@ class _Driver:
 
     @staticmethod
     def weights_key(cell: Cell) -> tuple | None:
-        ck = cell.checkpoint
-        return (ck.weight_hash, ck.precision, cell.task.name) if ck.weight_hash else None
+        ck = cell.checkpoint  # everything that is loaded except where it was loaded from
+        return (ck.weight_hash, ck.tokenizer_hash, ck.model_config_hash, ck.precision,
+                cell.task.name, cell.fingerprint) if ck.weight_hash else None
 
     def record(self, item: CellOutcome | CellFailure) -> None:
         """Write a finished cell (samples first, then rows) or report a failure."""
@@ -621,10 +748,11 @@ class _Driver:
             self.sources[wkey] = item
 
     def copy(self, cell: Cell, source: CellOutcome) -> None:
-        rows = rows_for_cell(cell, source.scores, source.frame, self.config,
+        rows = rows_for_cell(cell, source.scores, self.config,
                              wall_time_s=source.wall_time_s,
                              batch_size=str(self.config.batch_size), versions=self.versions,
-                             applied=source.applied)
+                             applied=source.applied,
+                             n_skipped_items=source.rows[0].n_skipped_items if source.rows else 0)
         self.record(CellOutcome(cell, rows, source.frame, source.scores, source.wall_time_s,
                                 source.applied, f"{cell.checkpoint.id} {cell.task.name}: same "
                                 "weights as an evaluated checkpoint; rows copied"))
@@ -681,8 +809,15 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
     """
     say = on_event or (lambda msg: log.info("%s", msg))
     report = RunReport()
+    checkpoints, notes = unique_checkpoints(checkpoints)
+    for note in notes:
+        say(note)
+    # Every task is built (its documents read and checked) before any checkpoint loads: a data
+    # error stops the run first, and the cell keys need what each task will actually score.
+    built = {spec.name: registry.build(spec.name) for spec in specs}
+    fingerprints = {name: fingerprint_task(t) for name, t in built.items()}
     with results_lock(store):
-        cells = plan_cells(checkpoints, specs, config)
+        cells = plan_cells(checkpoints, specs, config, fingerprints)
         done = store.done_cells()
         todo = [c for c in cells if c.key not in done]
         report.planned, report.skipped = len(cells), len(cells) - len(todo)
@@ -693,7 +828,7 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
             return report
         groups = group_cells(todo)
         if ray_options is None:
-            executor = LocalExecutor(registry, config, todo)
+            executor = LocalExecutor(registry, config, todo, built, fingerprints)
         else:
             from .ray_executor import RayExecutor
 

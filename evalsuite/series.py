@@ -27,7 +27,16 @@ from typing import Any, Iterable
 from .records import Checkpoint
 
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+#: Every file that can change how text becomes token ids (hashed into the cell key).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model",
+                   "added_tokens.json", "spiece.model")
+#: The files that hold a vocabulary: a folder without any of them has no tokenizer.
+_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+#: config.json fields that are bookkeeping, not model definition (left out of its hash).
+VOLATILE_CONFIG_KEYS = frozenset({"_name_or_path", "_commit_hash", "transformers_version",
+                                  "torch_dtype", "dtype", "architectures",
+                                  "_attn_implementation_autoset"})
 _EMBEDDING_NAMES = re.compile(
     r"(^|\.)(embed_in|embed_out|embed_tokens|wte|wpe|word_embeddings|position_embeddings|lm_head|"
     r"shared|embeddings\.word_embeddings)(\.|$)")
@@ -178,7 +187,33 @@ def hash_weights(folder: Path, chunk: int = 1 << 20) -> str:
 
 
 def has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+    return any((folder / f).is_file() for f in _VOCAB_FILES)
+
+
+def hash_tokenizer_files(folder: str | Path) -> str | None:
+    """sha256 over the tokenizer files present in ``folder`` (names and bytes); None if none."""
+    digest = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        path = Path(folder, name)
+        if path.is_file():
+            found = True
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest() if found else None
+
+
+def hash_model_config(folder: str | Path) -> str | None:
+    """sha256 of config.json's model definition (bookkeeping fields left out); None if absent."""
+    try:
+        data = json.loads(Path(folder, "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    blob = json.dumps({k: v for k, v in data.items() if k not in VOLATILE_CONFIG_KEYS},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ---- layouts ------------------------------------------------------------------------------
@@ -308,7 +343,9 @@ def _checkpoint_from_folder(folder: Path, *, series: str, size: str | None, step
                       source=source or str(folder), n_params=n_total, n_params_nonembedding=n_nonemb,
                       tokens_seen=tokens_seen,
                       tokens_source=tokens_source or ("unknown" if tokens_seen is None else "manifest"),
-                      dtype=dtype, weight_hash=hash_weights(folder) if hash_weights_ else None)
+                      dtype=dtype, weight_hash=hash_weights(folder) if hash_weights_ else None,
+                      tokenizer_hash=(hash_tokenizer_files(folder) or "")[:16] or None,
+                      model_config_hash=hash_model_config(folder))
 
 
 # ---- manifests ----------------------------------------------------------------------------

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# ignored when comparing configs: they differ between checkpoints of one architecture
+from ..series import VOLATILE_CONFIG_KEYS as _VOLATILE_CONFIG_KEYS
+
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
-# ignored when comparing configs: they differ between checkpoints of one architecture
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "_commit_hash", "transformers_version", "torch_dtype",
-                         "dtype", "architectures", "_attn_implementation_autoset"}
+
 
 
 def resolve_dtype(dtype: str, device) -> tuple[object, object | None]:
@@ -236,3 +237,91 @@ def tune_cpu_allocator() -> bool:
         return False
     _ALLOCATOR_TUNED = bool(ok)
     return _ALLOCATOR_TUNED
+
+
+# ---- refusing what would be wrong -------------------------------------------------------------
+
+class CheckpointMismatch(ValueError):
+    """Weights, config and tokenizer of a checkpoint that do not fit together."""
+
+
+def checkpoint_shapes(folder: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Tensor name -> shape from a folder's safetensors headers (no tensor data read); None
+    where the weights are not safetensors (``pytorch_model*.bin``: not checked)."""
+    from ..series import read_safetensors_header
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        for name, meta in read_safetensors_header(f).items():
+            if name != "__metadata__" and isinstance(meta, dict):
+                shapes[name] = tuple(meta.get("shape", ()))
+    return shapes
+
+
+def weight_mismatches(model, folder: str | Path) -> dict[str, list[str]] | None:
+    """Which tensors of ``folder`` do not fit ``model``: ``missing`` (parameters the checkpoint
+    does not hold, so left randomly initialised; tied copies excepted), ``unexpected`` (tensors
+    the model has no place for, so dropped) and ``mismatched`` (other shapes). None when it
+    cannot be checked (no safetensors, or names that need more than transformers' renames)."""
+    shapes = checkpoint_shapes(folder)
+    if shapes is None:
+        return None
+    own = model.state_dict()
+    if any(k not in own for k in shapes):
+        mapping = _rename_keys(model, list(shapes))
+        if mapping is not None:
+            shapes = {mapping[k]: v for k, v in shapes.items()}
+    unexpected = sorted(k for k in shapes if k not in own)
+    mismatched = sorted(f"{k} (checkpoint {list(v)}, model {list(own[k].shape)})"
+                        for k, v in shapes.items() if k in own and tuple(own[k].shape) != v)
+    loaded = {own[k].data_ptr() for k in shapes if k in own}
+    missing = sorted(k for k, p in model.named_parameters(remove_duplicate=False)
+                     if k not in shapes and p.data_ptr() not in loaded)
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+
+
+def local_folder(source: str, revision: str | None = None) -> Path | None:
+    """The local folder behind a source: the folder itself, or a hub id's cached snapshot."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: it did not load either
+        return None
+
+
+def verify_checkpoint(model, tokenizer, source: str, revision: str | None = None) -> None:
+    """Refuse a model whose weights and config disagree, or whose tokenizer has ids beyond the
+    model's vocabulary: either would score silently wrong (random layers, dropped weights,
+    out-of-range embeddings). Raises :class:`CheckpointMismatch` naming the keys and the fix."""
+    folder = local_folder(source, revision)
+    problems = weight_mismatches(model, folder) if folder is not None else None
+    if problems and any(problems.values()):
+        parts = []
+        for kind, what in (("missing", "missing from the weights (would be random)"),
+                           ("unexpected", "in the weights but not in the config (would be "
+                                          "dropped)"),
+                           ("mismatched", "of another shape than the config says")):
+            keys = problems[kind]
+            if keys:
+                more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+                parts.append(f"{len(keys)} tensor(s) {what}: {', '.join(keys[:4])}{more}")
+        raise CheckpointMismatch(
+            f"checkpoint {source}: config.json does not match the weights; " + "; ".join(parts)
+            + ". Fix config.json (layer count, sizes) or re-save the checkpoint with "
+              "save_pretrained")
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    n_tok = len(tokenizer) if tokenizer is not None else None
+    if rows is not None and n_tok is not None and n_tok > rows:
+        raise CheckpointMismatch(
+            f"checkpoint {source}: the tokenizer has {n_tok} tokens but the model's embedding has "
+            f"{rows} rows, so ids {rows}..{n_tok - 1} would index past it; save the tokenizer the "
+            "model was trained with beside the weights")

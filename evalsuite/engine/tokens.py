@@ -18,22 +18,7 @@ from pathlib import Path
 
 # Files that can define a Hugging Face tokenizer; hashing their bytes is a cheap first check
 # before loading a tokenizer at all.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model",
-                   "added_tokens.json", "spiece.model")
-
-
-def hash_tokenizer_files(folder: str | Path) -> str | None:
-    """sha256 over the tokenizer files present in ``folder``; None if there are none."""
-    digest = hashlib.sha256()
-    found = False
-    for name in TOKENIZER_FILES:
-        path = Path(folder, name)
-        if path.is_file():
-            found = True
-            digest.update(name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest() if found else None
+from ..series import TOKENIZER_FILES, hash_tokenizer_files  # noqa: F401 - one definition
 
 
 def fingerprint_tokenizer(tokenizer, add_bos_token: bool | None = None) -> str:
