@@ -28,20 +28,26 @@ task declares no chance level.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
-import tempfile
+import secrets
+import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .records import ResultRow
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Cell", "LeaderboardData", "Table", "prepare_leaderboard", "render_leaderboard",
            "build_leaderboard", "rows_digest", "primary_cells", "normalise_score",
-           "read_manifest", "default_jobs", "MANIFEST_FILE"]
+           "read_manifest", "default_jobs", "check_output_folder", "MANIFEST_FILE"]
 
 MANIFEST_FILE = "MANIFEST.json"
 
@@ -493,29 +499,117 @@ def _manifest_files(folder: Path) -> set[str]:
         return set()
 
 
+def check_output_folder(out_dir: str | os.PathLike) -> Path:
+    """The absolute folder a build would replace, or an error saying why it cannot.
+
+    A symlink is followed (the folder it points to is rebuilt, the link stays). Raises
+    ValueError for a folder that holds the current folder (swapping it would move the working
+    folder away), NotADirectoryError for a file, PermissionError where the folder or the one
+    above it is not writable (the build writes its new folder beside the old one).
+    """
+    out = Path(os.path.abspath(out_dir))
+    if out.is_symlink():
+        out = out.resolve()
+    cwd = Path.cwd().resolve()
+    if out.resolve() == cwd or out.resolve() in cwd.parents:
+        raise ValueError(f"{out} holds the current folder; a build replaces its output folder "
+                         "whole, so give it a folder of its own (e.g. leaderboards/)")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(out))
+    for folder in (out, out.parent):
+        if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable", str(folder))
+    return out
+
+
 def build_leaderboard(rows: Any, out_dir: str | os.PathLike, *, scaling: bool = True,
                       predict_sizes: Sequence[str] = (), jobs: int = 1) -> list[str]:
     """Write the leaderboard files under ``out_dir``; returns their relative paths.
 
+    The new folder is written whole beside ``out_dir`` (``.<name>.building-*``) and swapped in
+    at the end: the old folder is renamed aside, the new one renamed in, the old one removed. A
+    build that fails or is interrupted removes its temporary folder and leaves ``out_dir`` as it
+    was, so a folder never lists in its MANIFEST.json a file it does not hold. The folder above
+    ``out_dir`` must therefore be writable, with room for a second copy.
+
     Files a previous build listed in its MANIFEST.json and this one no longer makes (a task that
-    disappeared) are removed; files the builder never made are left alone. Each file is written
-    to a temporary name and renamed, so a killed build leaves whole files.
+    disappeared) are dropped; files the builder never made are carried into the new folder
+    (hard links where the file system allows, else copies). Raises OSError where the folder
+    cannot be written (see also ``check_output_folder``).
     """
-    out = Path(out_dir)
+    out = check_output_folder(out_dir)
     files = render_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs)
-    old = _manifest_files(out)
-    for rel, blob in sorted(files.items()):
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.read_bytes() == blob:
-            continue
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    for rel in sorted(old - set(files)):
-        stale = out / rel
-        if stale.is_file() and out.resolve() in stale.resolve().parents:
-            stale.unlink()
+    _write_folder(out, files)
     return sorted(files)
+
+
+def _write_folder(out: Path, files: Mapping[str, bytes]) -> None:
+    """Write ``files`` into a new folder beside ``out`` and swap it in (see build_leaderboard)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = out.parent / f".{out.name}.building-{token}"
+    tmp.mkdir()
+    try:
+        if out.is_dir():
+            os.chmod(tmp, stat.S_IMODE(out.stat().st_mode))
+            _carry_foreign_files(out, tmp, made=_manifest_files(out) | set(files))
+        # MANIFEST.json last: even the temporary folder never lists a file it lacks
+        for rel, blob in sorted(files.items(), key=lambda kv: (kv[0] == MANIFEST_FILE, kv[0])):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as fh:
+                fh.write(blob)
+            os.chmod(path, 0o644)
+        _swap_folder(tmp, out, aside=out.parent / f".{out.name}.replaced-{token}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_folder(new: Path, out: Path, *, aside: Path) -> None:
+    """Rename ``out`` aside, ``new`` into its place, then remove the old folder; on a failed
+    rename-in the old folder goes back."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    os.replace(out, aside)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if not out.exists():
+            os.replace(aside, out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    if aside.exists():
+        log.warning("built %s, but could not remove the folder it replaced, %s: delete it",
+                    out, aside)
+
+
+def _carry_foreign_files(old: Path, new: Path, *, made: set[str]) -> None:
+    """Hard-link (or copy) into ``new`` every file under ``old`` that the builder never made:
+    not in ``made`` (the old manifest's files and this build's) and not a ``.tmp-*`` file an
+    earlier, interrupted build left. Symlinks are recreated, never followed; empty folders kept."""
+    def unreadable(e: OSError) -> None:
+        raise e  # a folder we cannot list would lose its files silently
+
+    for root, dirs, names in os.walk(old, onerror=unreadable):
+        here = Path(root)
+        rel_dir = here.relative_to(old)
+        for d in [d for d in dirs if (here / d).is_symlink()]:
+            dirs.remove(d)  # a link to a folder: carried as a link below
+            names.append(d)
+        if not dirs and not names and here != old:
+            (new / rel_dir).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            rel = (rel_dir / name).as_posix()
+            if rel in made or name.startswith(".tmp-"):
+                continue
+            src, dst = here / name, new / rel_dir / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_symlink():
+                os.symlink(os.readlink(src), dst)
+                continue
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)

@@ -7,11 +7,14 @@ which adds its parser and sets ``func`` (called with the parsed args, returns an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import pkgutil
+import signal
 import sys
+import threading
 
 from ._common import CliError
 
@@ -53,14 +56,41 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: finished cells are saved; rerun the same command to resume.",
               file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler that ``main`` installs: a KeyboardInterrupt, so everything
+    that cleans up after Ctrl-C (partial files, worker pools) runs the same way for a kill."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """For the length of the command, SIGTERM (``kill``, a job scheduler's stop) unwinds like
+    Ctrl-C instead of ending the process on the spot; the previous handler comes back after.
+    Only the main thread may set handlers, so elsewhere (main() called from a thread) nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        # None: a handler set outside Python; the default is the nearest we can restore
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

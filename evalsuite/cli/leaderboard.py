@@ -11,6 +11,8 @@ folder (with MANIFEST.json).
 
 from __future__ import annotations
 
+import errno
+import os
 import shlex
 import subprocess
 import sys
@@ -73,8 +75,37 @@ def _build_command(args) -> str:
                       + (["--no-scaling"] if args.no_scaling else []))
 
 
+def _os_reason(e: OSError) -> str:
+    """``strerror (path)`` of an OSError, or its text."""
+    if e.strerror and e.filename:
+        return f"{e.strerror} ({e.filename})"
+    return e.strerror or str(e)
+
+
+def _write_error(out: str, e: Exception) -> str:
+    """What to tell a user whose --out cannot be (re)built, with the fix."""
+    out = out.rstrip("/") or out
+    if isinstance(e, ValueError):
+        return f"--out {out}: {e}"
+    parent = Path(os.path.abspath(out)).parent
+    reason = _os_reason(e) if isinstance(e, OSError) else str(e)
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        fix = (f"free space on the disk of {parent}/ (the build needs room for a second copy "
+               "of the folder) or pass --out DIR on another disk")
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = (f"make {out}/ and the folder above it, {parent}/, writable (the build writes a "
+               f"new folder beside {out}/ and swaps it in), or pass --out DIR somewhere writable")
+    elif code == errno.ENOTDIR:
+        fix = "pass --out a folder (or a path that does not exist yet), not a file"
+    else:
+        fix = f"check that {parent}/ is writable and has room, or pass --out DIR elsewhere"
+    return f"cannot write the leaderboards to {out}/: {reason}. {out}/ is left as it was; {fix}"
+
+
 def run(args) -> int:
-    from ..leaderboard import MANIFEST_FILE, build_leaderboard, default_jobs, read_manifest
+    from ..leaderboard import (MANIFEST_FILE, build_leaderboard, check_output_folder,
+                               default_jobs, read_manifest)
     from ..leaderboard_diff import compare_folders
 
     args.results = args.results or ["results"]
@@ -91,10 +122,15 @@ def run(args) -> int:
             print(f"leaderboard check: no result rows in {', '.join(args.results)} and no "
                   f"{out / MANIFEST_FILE}: nothing to check.")
             return 0
-        with tempfile.TemporaryDirectory(prefix="evalsuite-leaderboard-") as tmp:
-            build_leaderboard(rows, tmp, **opts)
-            diffs = compare_folders(tmp, out)
-            env_now = read_manifest(tmp).get("environment", {})
+        try:
+            with tempfile.TemporaryDirectory(prefix="evalsuite-leaderboard-") as tmp:
+                build_leaderboard(rows, tmp, **opts)
+                diffs = compare_folders(tmp, out)
+                env_now = read_manifest(tmp).get("environment", {})
+        except OSError as e:
+            raise CliError(f"cannot build the leaderboards in a temporary folder to compare with "
+                           f"{out}/: {_os_reason(e)}; free space in {tempfile.gettempdir()} or "
+                           "point TMPDIR at a writable folder with room") from e
         env_then = read_manifest(out).get("environment", {})
         if not diffs:
             print(f"leaderboard check: {out}/ is up to date with {', '.join(args.results)} "
@@ -115,7 +151,14 @@ def run(args) -> int:
               + f"\nLeaderboards are generated, never edited by hand. Run\n"
               f"    {_build_command(args)}\nand commit {out}/." + env_note, file=sys.stderr)
         return 1
-    written = build_leaderboard(rows, args.out, **opts)
+    try:
+        check_output_folder(args.out)
+    except (OSError, ValueError) as e:
+        raise CliError(_write_error(args.out, e)) from e
+    try:
+        written = build_leaderboard(rows, args.out, **opts)
+    except OSError as e:
+        raise CliError(_write_error(args.out, e)) from e
     print(f"wrote {len(written)} files to {args.out}/ from {len(rows)} result rows "
           f"({', '.join(args.results)}); open {Path(args.out) / 'index.html'}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ._common import (CliError, add_json_arg, add_results_arg, emit_records, frame_records,
                       parse_list)
 
@@ -236,11 +238,37 @@ def run_predict(args) -> int:
     except FitError as e:
         raise CliError(str(e)) from e
     records = frame_records(table)
+    for r in records:
+        if r.get("error"):
+            r["error"] = _predict_reason(str(r["error"]))
+    done = [r for r in records if not r.get("error")]
+    failed = [r for r in records if r.get("error")]
+    if not records:
+        raise CliError(f"nothing to predict for series {args.series}: none of the tasks "
+                       f"({', '.join(tasks)}) has a final checkpoint to fit on (the fit uses the "
+                       "sizes below the smallest requested one, or those up to --max-params N); "
+                       "evaluate smaller sizes, or let larger ones in with --max-params N")
     cols = ["task", "size", "n_params", "predicted", "lower", "upper", "extrapolated",
             "distance_decades", "actual", "form", "n_fit"]
-    emit_records(records, columns=[c for c in cols if c in table.columns] if len(table) else None,
-                 as_json=args.json)
-    return 0
+    if args.json:
+        emit_records(records, as_json=True)
+    elif done:
+        emit_records(done, columns=[c for c in cols if c in table.columns])
+    for r in failed:  # every task a law could not be fitted to, on stderr, with the reason
+        print(f"{'warning' if done else 'error'}: no prediction for {args.series} {r['task']}: "
+              f"{r['error']}", file=sys.stderr)
+    return 0 if done else 1
+
+
+def _predict_reason(message: str) -> str:
+    """A fit error as ``predict`` should show it: ScalingLaw's hint to pass ``form=...`` names
+    an option ``predict`` has no flag for, so that sentence gives way to advice it can take."""
+    sentences = message.split(". ")
+    kept = [s for s in sentences if "form=" not in s]
+    if len(kept) == len(sentences):
+        return message
+    return (". ".join(kept).rstrip(".") + ". Evaluate more sizes below the smallest requested "
+            "one, or let larger sizes into the fit with --max-params N")
 
 
 def run_backtest(args) -> int:

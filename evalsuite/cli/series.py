@@ -38,6 +38,12 @@ def report_problems(scan) -> None:
 
 def run(args) -> int:
     scan = scan_series(args)
+    if not scan.checkpoints:
+        report_problems(scan)
+        if scan.problems:
+            raise CliError(f"none of the {len(scan.problems)} checkpoint(s) in {args.path} could "
+                           "be read; see the warnings above")
+        raise CliError(f"{args.path} lists no checkpoints: add entries under `checkpoints:`")
     records = scan.records()
     emit_records(records, columns=None if args.json else COLUMNS, as_json=args.json)
     if not args.json:
@@ -48,4 +54,7 @@ def run(args) -> int:
         for h, ids in scan.duplicates.items():
             print(f"duplicate weights ({h}): {', '.join(ids)}", file=sys.stderr)
     report_problems(scan)
+    if scan.problems:
+        print(f"{len(scan.problems)} of {len(scan.problems) + len(records)} checkpoint(s) "
+              "skipped (listed above); the table shows the others", file=sys.stderr)
     return 0
