@@ -5,32 +5,252 @@ Layout of a results folder::
     results/
       rows.jsonl              one ResultRow per line (schema: evalsuite.records.ResultRow)
       samples/<cell>.parquet  per-request results of one checkpoint x precision x task cell
+      .lock                   held (flock) by the one run or import writing the folder
 
-Rows are appended with a single ``write`` of a whole line followed by ``fsync``, so a run killed
-mid-write leaves at most one torn last line; the reader reports and ignores it. A cell's rows are
-written together after its per-sample file is in place (written to a temporary file, fsynced,
-renamed), so a cell with rows always has its samples.
+Cells are atomic. :meth:`ResultStore.append` writes all rows of a cell in one ``write`` followed
+by ``fsync``. Each row is a line ``json.dumps(row, sort_keys=True)``; the last row of a cell ends
+in its commit, ``..., "_commit": {"cell_key": K, "digest": D, "rows": n}}``, where D is the
+sha256 of the bytes of the cell's n lines, the last one as it reads without that suffix (the
+line the row would have had without a commit). The commit rides on a row rather than on a line
+of its own so that every line stays one ResultRow (``jq``, ``pandas.read_json(lines=True)`` and
+line-by-line readers keep working). The reader keeps the
+lines since the last commit: a commit whose n preceding lines are rows of cell K commits them;
+lines no commit covers (a run killed or a disk filled mid-write, leftovers) are reported once
+per read, ignored, and their cells re-scored by the next run. A digest that does not match means
+the lines changed after they were written (a hand edit, damage): the rows are kept as they now
+read and the mismatch is reported.
+
+Legacy files: rows of ``schema_version`` < 3 were written before commits existed, by one write
+per cell, so they are accepted as committed without one (consecutive rows of one cell count as
+one write). Schema 3 re-keyed cells (:mod:`evalsuite.keys`), so a run never treats a legacy
+cell as its own; they stay readable for leaderboards and fits.
+
+Every row is validated on read against the ResultRow fields (types from its annotations; a
+float field takes an int, never a bool; ``None`` only where the annotation allows it; no NaN):
+a row that fails, or comes from a newer schema, is reported with its file, line and field and
+never returned. Rows are validated the same way before they are written.
+
+A cell written again (re-scored, because its rows or samples were missing or unreadable)
+supersedes the earlier write: :meth:`ResultStore.read_rows` returns, per ``cell_key``, the rows
+of its last committed write only. :meth:`ResultStore.done_cells` is the set of cells whose last
+write is committed, wholly valid and, for rows scored by evalsuite, has a readable per-sample
+file: samples are written (temporary file, fsync, rename) before the rows, so a cell with
+committed rows has its samples unless they were removed or damaged later, and then it is
+re-scored.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
-from .records import RESULT_COLUMNS, ResultRow
+from .records import RESULT_COLUMNS, SCHEMA_VERSION, ResultRow
 
 log = logging.getLogger(__name__)
 
 ROWS_FILE = "rows.jsonl"
 SAMPLES_DIR = "samples"
+LOCK_FILE = ".lock"
+COMMIT_KEY = "_commit"
+#: First schema whose writes carry commits; older rows are legacy (committed without one).
+FIRST_COMMITTED_SCHEMA = 3
 
 
 class StoreError(RuntimeError):
     """A results folder that cannot be read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another evalsuite process holds the results folder's lock."""
+
+
+# ---- row validation: JSON types derived from the ResultRow annotations -----------------------
+
+_KIND_WORDS = {"int": "a whole number", "float": "a finite number", "str": "a string",
+               "bool": "true or false", "mapping": "an object of strings"}
+
+
+def _json_check(annotation: Any) -> tuple[str, bool] | None:
+    """(kind, nullable) for a ResultRow annotation; None when no JSON check is defined for it."""
+    nullable = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        nullable = len(rest) < len(args)
+        if len(rest) != 1:
+            return None
+        annotation = rest[0]
+    if annotation in (bool, int, float, str):
+        return annotation.__name__, nullable
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and issubclass(origin, Mapping) \
+            and typing.get_args(annotation) in ((), (str, str)):
+        return "mapping", nullable
+    return None
+
+
+def _field_checks() -> dict[str, tuple[tuple[str, bool] | None, bool]]:
+    hints = typing.get_type_hints(ResultRow)
+    out = {}
+    for f in dataclasses.fields(ResultRow):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        out[f.name] = (_json_check(hints[f.name]), required)
+    return out
+
+
+#: field -> ((kind, nullable) or None when unchecked, required). tests/test_store_integrity.py
+#: fails when a ResultRow field has no check, so a new field type gets one.
+ROW_FIELD_CHECKS = _field_checks()
+
+
+_MISSING = object()
+_EXACT = {"int": {int}, "float": {int, float}, "str": {str}, "bool": {bool}, "mapping": set()}
+#: (field, required, kind, nullable, builtin types accepted as they are) per ResultRow field.
+_CHECK_LIST = tuple(
+    (name, required, check[0] if check else None, check[1] if check else True,
+     frozenset(_EXACT[check[0]] | ({type(None)} if check[1] else set())) if check else frozenset())
+    for name, (check, required) in ROW_FIELD_CHECKS.items())
+
+
+def _is_kind(v: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(v, bool)
+    if isinstance(v, bool):
+        return False  # JSON true is not the number 1 here
+    if kind == "int":
+        return isinstance(v, int)
+    if kind == "float":
+        return isinstance(v, (int, float)) and math.isfinite(v)
+    if kind == "str":
+        return isinstance(v, str)
+    return isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(x, str)
+                                          for k, x in v.items())
+
+
+def _show(v: Any) -> str:
+    text = json.dumps(v) if isinstance(v, (str, bool)) or v is None else repr(v)
+    return f"{text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def row_problem(d: Mapping[str, Any]) -> str | None:
+    """Why a JSON object is not a ResultRow this version can read (naming the field), or None."""
+    version = d.get("schema_version")
+    if "schema_version" not in d:
+        return "missing field 'schema_version'"  # every writer wrote it
+    if not _is_kind(version, "int"):
+        return f"field 'schema_version' must be a whole number, got {_show(version)}"
+    if version > SCHEMA_VERSION:
+        return (f"schema_version {version} is newer than this evalsuite reads ({SCHEMA_VERSION}); "
+                "upgrade evalsuite to read it")
+    for name, required, kind, nullable, exact in _CHECK_LIST:
+        v = d.get(name, _MISSING)
+        t = type(v)
+        if t in exact and (t is not float or math.isfinite(v)):
+            continue  # the fast path: JSON gives exact builtin types
+        if v is _MISSING:
+            if required:
+                return f"missing required field '{name}'"
+            continue
+        if kind is None or (v is None and nullable) or (v is not None and _is_kind(v, kind)):
+            continue
+        return (f"field '{name}' must be {_KIND_WORDS[kind]}{' or null' if nullable else ''}, "
+                f"got {_show(v)}")
+    return None
+
+
+_COMMIT_SUFFIX = f', "{COMMIT_KEY}": '.encode()
+
+
+def _row_line(d: Mapping[str, Any]) -> bytes:
+    return (json.dumps(d, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _with_commit(line: bytes, commit: Mapping[str, Any]) -> bytes:
+    """``{...}\\n`` -> ``{..., "_commit": {...}}\\n``."""
+    return line[:-2] + _COMMIT_SUFFIX + json.dumps(commit, sort_keys=True).encode() + b"}\n"
+
+
+def _without_commit(line: bytes) -> bytes:
+    """The inverse of :func:`_with_commit` (what the digest covers)."""
+    at = line.rfind(_COMMIT_SUFFIX)
+    return line[:at] + b"}\n" if at > 0 else line
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid in a result row (JSON has no NaN or infinity)")
+
+
+@dataclass
+class _Line:
+    lineno: int
+    raw: bytes
+    data: dict | None  # the parsed JSON object; None when the line is not one
+    error: str = ""
+
+
+@dataclass
+class _Write:
+    """One committed write of a cell, or a run of legacy rows of one cell, in file order."""
+
+    cell_key: str
+    rows: list[ResultRow] = field(default_factory=list)
+    complete: bool = True  # every line of the write was a valid row
+    legacy: bool = False  # rows of schema < 3, committed without a commit
+
+
+def _parse_line(lineno: int, raw: bytes) -> _Line:
+    try:
+        d = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as e:
+        return _Line(lineno, raw, None, f"unreadable ({e})")
+    if not isinstance(d, dict):
+        return _Line(lineno, raw, None, f"a JSON {type(d).__name__}, not a row object")
+    return _Line(lineno, raw, d)
+
+
+def _commit_of(d: Mapping[str, Any]) -> tuple[str, int, str] | None:
+    c = d.get(COMMIT_KEY)
+    if not isinstance(c, Mapping):
+        return None
+    key, n, digest = c.get("cell_key"), c.get("rows"), c.get("digest")
+    if not (isinstance(key, str) and _is_kind(n, "int") and n >= 1 and isinstance(digest, str)):
+        return None
+    return key, n, digest
+
+
+def _is_legacy(line: _Line) -> bool:
+    d = line.data
+    return (d is not None and COMMIT_KEY not in d and _is_kind(d.get("schema_version"), "int")
+            and d["schema_version"] < FIRST_COMMITTED_SCHEMA)
+
+
+def _line_ranges(numbers: list[int]) -> str:
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
+def _latest_writes(writes: list[_Write]) -> list[_Write]:
+    """Per cell_key the last write only (a re-scored cell supersedes); keyless rows all stay."""
+    last = {w.cell_key: i for i, w in enumerate(writes) if w.cell_key}
+    return [w for i, w in enumerate(writes) if not w.cell_key or last[w.cell_key] == i]
 
 
 class ResultStore:
@@ -50,15 +270,67 @@ class ResultStore:
             raise StoreError(f"cannot create results folder {self.root}: {e.strerror}. "
                              "Pass a writable folder with --results DIR.") from e
 
+    # ---- the writer's lock ----------------------------------------------------------------
+    @contextmanager
+    def lock(self, wait: bool = False) -> Iterator[None]:
+        """Hold the folder's exclusive lock (``<root>/.lock``, flock): one writer at a time.
+
+        Raises StoreLockedError when another process holds it (unless ``wait``), StoreError when
+        the folder or its lock file cannot be created.
+        """
+        path = self.root / LOCK_FILE
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")
+        except OSError as e:
+            raise StoreError(f"cannot use results folder {self.root}: {e.strerror}. Pass a "
+                             "writable folder with --results DIR.") from e
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError as e:
+                raise StoreLockedError(
+                    f"another evalsuite run is writing to {self.root} (a run or an import holds "
+                    f"{path}); wait for it to finish, or pass another --results DIR") from e
+            except OSError as e:
+                raise StoreError(f"cannot lock {path}: {e.strerror}. Pass a results folder on a "
+                                 "local disk with --results DIR.") from e
+            yield
+        finally:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            finally:
+                fh.close()
+
     # ---- rows -------------------------------------------------------------------------
     def append(self, rows: Iterable[ResultRow]) -> int:
-        """Append rows in one write; returns how many were written."""
+        """Append whole cells in one write (each with its commit); returns the rows written.
+
+        Rows are grouped by ``cell_key`` (cells in order of first appearance) and each cell's
+        last row carries its commit, so a write cut short leaves every cell either committed or
+        ignored. Pass all rows of a cell in one call: a later write of the same cell supersedes
+        the earlier one. A row that would not read back (a wrong type, NaN where a number is
+        required) raises ValueError naming the field, before anything is written.
+        """
         rows = list(rows)
         if not rows:
             return 0
+        cells: dict[str, list[dict]] = {}
+        for r in rows:
+            d = r.to_dict()
+            problem = row_problem(d)
+            if problem:
+                raise ValueError(f"refusing to store a row of cell {r.cell_key or '(no key)'} "
+                                 f"({r.checkpoint_id} {r.task} {r.metric}): {problem}")
+            cells.setdefault(r.cell_key, []).append(d)
+        lines: list[bytes] = []
+        for key, dicts in cells.items():
+            cell = [_row_line(d) for d in dicts]
+            commit = {"cell_key": key, "rows": len(cell),
+                      "digest": hashlib.sha256(b"".join(cell)).hexdigest()}
+            lines.extend(cell[:-1] + [_with_commit(cell[-1], commit)])
+        data = b"".join(lines)
         self._ensure_dir()
-        blob = "".join(json.dumps(r.to_dict(), sort_keys=True, allow_nan=False) + "\n" for r in rows)
-        data = blob.encode("utf-8")
         try:
             fd = os.open(self.rows_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as e:
@@ -84,24 +356,12 @@ class ResultStore:
         return len(rows)
 
     def read_rows(self) -> list[ResultRow]:
-        """All complete rows; torn or corrupt lines are reported (logged) and skipped."""
-        if not self.rows_path.exists():
-            return []
-        rows: list[ResultRow] = []
-        with open(self.rows_path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    d = json.loads(line.decode("utf-8"))
-                    if not isinstance(d, dict):
-                        raise ValueError(f"a row is a JSON object, not {type(d).__name__}")
-                    rows.append(ResultRow.from_dict(d))
-                except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:
-                    log.warning("%s:%d: skipping unreadable row (%s); it is ignored and its cell "
-                                "will be recomputed on the next run", self.rows_path, lineno, e)
-        return rows
+        """Rows of committed writes, per cell its last write only; everything else is reported.
+
+        Lines no commit covers, and rows that fail validation, are logged (file, line, why) and
+        skipped; see the module docstring.
+        """
+        return [r for w in _latest_writes(self._scan()) for r in w.rows]
 
     def to_frame(self):
         """Rows as a pandas DataFrame with the ResultRow columns (empty frame when no rows)."""
@@ -113,11 +373,130 @@ class ResultStore:
         return pd.DataFrame([r.to_dict() for r in rows], columns=list(RESULT_COLUMNS))
 
     def done_cells(self) -> set[str]:
-        return {r.cell_key for r in self.read_rows() if r.cell_key}
+        """Cells a run may skip: last write committed and valid, samples readable when scored here.
+
+        A cell whose per-sample file is missing or unreadable is reported and left out, so the
+        next run re-scores it (and its new write supersedes the old rows).
+        """
+        done = set()
+        for w in _latest_writes(self._scan()):
+            if not w.cell_key or not w.complete:
+                continue
+            if any(r.source == "evalsuite" for r in w.rows):
+                problem = self._samples_problem(w.cell_key)
+                if problem:
+                    log.warning("%s: per-sample file %s %s; cell %s will be re-scored on the "
+                                "next run", self.root, self.samples_path(w.cell_key), problem,
+                                w.cell_key)
+                    continue
+            done.add(w.cell_key)
+        return done
+
+    def _scan(self) -> list[_Write]:
+        """Every write in file order (committed cells and legacy rows), with problems logged."""
+        try:
+            fh = open(self.rows_path, "rb")
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot read {self.rows_path}: {e.strerror}. Check its permissions "
+                             "or pass another --results DIR.") from e
+        writes: list[_Write] = []
+        pending: list[_Line] = []  # lines since the last commit
+        uncovered: list[tuple[int, str]] = []  # (line, why) for the one report at the end
+
+        def leftovers(lines: list[_Line]) -> None:
+            for line in lines:
+                if _is_legacy(line):  # committed by the one write per cell of schemas 1-2
+                    key = line.data.get("cell_key")
+                    key = key if isinstance(key, str) else ""
+                    if not writes or not writes[-1].legacy or writes[-1].cell_key != key:
+                        writes.append(_Write(key, legacy=True))
+                    self._add_row(writes[-1], line)
+                elif line.data is None:
+                    uncovered.append((line.lineno, line.error))
+                else:
+                    key = line.data.get("cell_key")
+                    uncovered.append((line.lineno, f"row of cell {key} without its commit"
+                                      if isinstance(key, str) and key else "row without a commit"))
+
+        with fh:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                line = _parse_line(lineno, raw)
+                pending.append(line)
+                if line.data is None or COMMIT_KEY not in line.data:
+                    continue
+                commit = _commit_of(line.data)
+                n = commit[1] if commit else 0
+                group = pending[-n:] if commit and n <= len(pending) else []
+                if not group or any(g.data is None or g.data.get("cell_key") != commit[0]
+                                    for g in group):
+                    leftovers(pending[:-1])
+                    uncovered.append((lineno, "a commit that does not match the lines before it"))
+                    pending = []
+                    continue
+                leftovers(pending[:-n])
+                pending = []
+                key, _, digest = commit
+                body = b"".join(g.raw for g in group[:-1]) + _without_commit(group[-1].raw)
+                if hashlib.sha256(body).hexdigest() != digest:
+                    log.warning("%s: lines %s (cell %s) changed after they were written (their "
+                                "commit's digest does not match: a hand edit or damage); they are "
+                                "read as they now are", self.rows_path,
+                                _line_ranges([g.lineno for g in group]), key)
+                w = _Write(key)
+                for g in group:
+                    self._add_row(w, g)
+                writes.append(w)
+        leftovers(pending)  # a torn or interrupted last write
+        if uncovered:
+            shown = "; ".join(f"line {n}: {why}" for n, why in uncovered[:10])
+            more = f"; and {len(uncovered) - 10} more" if len(uncovered) > 10 else ""
+            log.warning("%s: skipping %d line(s) that no complete cell write covers (a run killed "
+                        "or a disk filled mid-write, or leftovers): %s%s. They are ignored and "
+                        "their cells will be re-scored on the next run", self.rows_path,
+                        len(uncovered), shown, more)
+        return writes
+
+    def _add_row(self, write: _Write, line: _Line) -> None:
+        problem = row_problem(line.data)
+        if problem is None:
+            try:
+                write.rows.append(ResultRow.from_dict(line.data))
+                return
+            except (TypeError, ValueError) as e:  # defensive: row_problem should catch it all
+                problem = str(e)
+        write.complete = False
+        log.warning("%s:%d: ignoring row: %s; its cell %s will be re-scored on the next run",
+                    self.rows_path, line.lineno, problem, write.cell_key or "(no key)")
 
     # ---- per-sample files ---------------------------------------------------------------
     def samples_path(self, cell_key: str) -> Path:
         return self.root / SAMPLES_DIR / f"{cell_key}.parquet"
+
+    def _samples_problem(self, cell_key: str) -> str | None:
+        """None when a cell's per-sample file is there and its Parquet footer reads; else why."""
+        path = self.samples_path(cell_key)
+        if not path.is_file():
+            return "is missing"
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # no pyarrow: check the Parquet magic at both ends
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(4)
+                    fh.seek(-4, os.SEEK_END)
+                    ok = head == b"PAR1" and fh.read(4) == b"PAR1"
+            except OSError as e:
+                return f"is unreadable ({e.strerror})"
+            return None if ok else "is not a complete Parquet file"
+        try:
+            pq.read_metadata(path)
+        except Exception as e:  # pyarrow raises OSError, ArrowInvalid, ...: any is unreadable
+            return f"is unreadable ({type(e).__name__}: {str(e)[:120]})"
+        return None
 
     def write_samples(self, cell_key: str, frame) -> Path:
         """Write a per-sample DataFrame atomically (temp file, fsync, rename)."""

@@ -43,7 +43,8 @@ def test_torn_last_line_is_reported_ignored_and_repaired(tmp_path, caplog):
         fh.write(b'{"checkpoint_id": "s-1k@3:fp32", "ser')  # killed mid-write
     rows = store.read_rows()
     assert [r.step for r in rows] == [1, 2]
-    assert "skipping unreadable row" in caplog.text and ":3:" in caplog.text
+    assert "rows.jsonl: skipping 1 line(s) that no complete cell write covers" in caplog.text
+    assert "line 3: unreadable" in caplog.text and "re-scored on the next run" in caplog.text
     store.append([_row(3)])  # the next append starts on a fresh line
     assert [r.step for r in store.read_rows()] == [1, 2, 3]
 

@@ -27,7 +27,7 @@ def run(args) -> int:
 
     import pandas as pd
 
-    from ..importer import ImportError_, import_results, load_mapping
+    from ..importer import ImportError_, append_imported, import_results, load_mapping
     from ..store import ResultStore, StoreError
 
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -38,12 +38,8 @@ def run(args) -> int:
         raise CliError(str(e)) from e
     written = skipped = 0
     if not args.dry_run:
-        store = ResultStore(args.results)
-        try:
-            done = store.done_cells()
-            fresh = [r for r in rows if r.cell_key not in done]
-            skipped = len({r.cell_key for r in rows if r.cell_key in done})
-            written = store.append(fresh)
+        try:  # under the folder's lock, one write (and commit) per cell
+            written, skipped = append_imported(ResultStore(args.results), rows)
         except StoreError as e:
             raise CliError(str(e)) from e
     frame = pd.DataFrame([{"series": r.series, "size": r.size, "checkpoint": r.checkpoint_id,

@@ -21,12 +21,15 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..store import ResultStore
+    from ..store import ResultStore, StoreError
 
     if not Path(args.results).is_dir():
         raise CliError(f"results folder {args.results} does not exist: run `evalsuite run` first "
                        "or pass --results DIR")
-    frame = ResultStore(args.results).to_frame()
+    try:  # torn writes and invalid rows are logged and left out; an unreadable file is an error
+        frame = ResultStore(args.results).to_frame()
+    except StoreError as e:
+        raise CliError(str(e)) from e
     if not args.all_metrics and len(frame):
         frame = frame[frame["is_primary"].astype(bool)]
     if args.task:
