@@ -16,11 +16,14 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def make_registry(include_paths, data_dir=None):
+def make_registry(include_paths, data_dir=None, skip_bad_items=False):
+    """The task registry for these folders; ``skip_bad_items`` drops and counts bad local
+    records instead of refusing them (:class:`~evalsuite.registry.TaskRegistry`)."""
     from ..registry import TaskError, TaskRegistry
 
     try:
-        return TaskRegistry(include_paths=include_paths, data_dir=data_dir)
+        return TaskRegistry(include_paths=include_paths, data_dir=data_dir,
+                            skip_bad_items=skip_bad_items)
     except TaskError as e:
         raise CliError(str(e)) from e
 
