@@ -16,12 +16,10 @@ run before anything loads.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import platform
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,28 +158,10 @@ def plan_cells(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec],
     return cells
 
 
-@contextmanager
-def results_lock(store: ResultStore, wait: bool = False) -> Iterator[None]:
-    """An exclusive lock on the results folder for the length of a run (one writer at a time)."""
-    try:
-        store.root.mkdir(parents=True, exist_ok=True)
-        fh = open(store.root / ".lock", "a+")
-    except OSError as e:
-        raise StoreError(f"cannot use results folder {store.root}: {e.strerror}. Pass a writable "
-                         "--results DIR.") from e
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError as e:
-            raise RunError(f"another evalsuite run is writing to {store.root} (it holds "
-                           f"{store.root / '.lock'}); wait for it to finish, or pass another "
-                           "--results DIR") from e
-        yield
-    finally:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        finally:
-            fh.close()
+def results_lock(store: ResultStore, wait: bool = False):
+    """The results folder's exclusive lock (:meth:`ResultStore.lock`): one writer at a time,
+    ``evalsuite run`` and ``evalsuite import`` alike."""
+    return store.lock(wait=wait)
 
 
 # ---- model loading ------------------------------------------------------------------------
@@ -293,34 +273,27 @@ def empty_task_manager():
 
 
 def evaluate_cell(lm, task_obj, spec: TaskSpec, config: RunConfig, task_manager=None) -> dict[str, Any]:
-    """lm-eval's simple_evaluate on one prebuilt task; returns its results and samples."""
-    import lm_eval
-
-    task_obj.set_config(key="num_fewshot", value=effective_fewshot(spec, config))
-    with _without_env_report():
-        return lm_eval.simple_evaluate(
-            model=lm, tasks=[task_obj], num_fewshot=None, limit=config.limit,
-            task_manager=task_manager or empty_task_manager(),
-            bootstrap_iters=0, log_samples=True, random_seed=0, numpy_random_seed=config.seed,
-            torch_random_seed=config.seed, fewshot_random_seed=config.seed)
-
-
-@contextmanager
-def _without_env_report() -> Iterator[None]:
-    """Skip lm-eval's environment report for the length of one simple_evaluate call.
-
-    simple_evaluate ends with ``add_env_info``, which runs torch's ``collect_env`` (a ``pip
-    list`` subprocess and more: about 3.4 s per call measured here, i.e. per cell). The runner
-    never stores that text: rows carry ``package_versions()``. Restored afterwards.
+    """lm-eval's public ``evaluate`` on one prebuilt task, set up as ``simple_evaluate`` sets it
+    (lm-eval 0.4.13: python seed 0, numpy and torch seeds, few-shot seed, shots), without the
+    parts that never reach a row: its environment report (a ``pip list`` subprocess, ~3.4 s a
+    cell) and a ``git describe`` that printed ``fatal: not a git repository`` once per cell.
+    ``tests/test_runner.py`` pins equality with ``simple_evaluate``.
     """
-    import lm_eval.evaluator as evaluator
+    import random
 
-    original = evaluator.add_env_info
-    evaluator.add_env_info = lambda storage: None
-    try:
-        yield
-    finally:
-        evaluator.add_env_info = original
+    import lm_eval
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    task_obj.set_config(key="num_fewshot", value=effective_fewshot(spec, config))
+    loaded = (task_manager or empty_task_manager()).load([task_obj])
+    for t in loaded["tasks"].values():
+        t.set_fewshot_seed(seed=config.seed)
+    return lm_eval.evaluate(lm=lm, task_dict=loaded, limit=config.limit, bootstrap_iters=0,
+                            log_samples=True, fewshot_as_multiturn=True)
 
 
 #: lm-eval aggregations whose per-item pair is (value, weight); other pairs are (gold, pred).

@@ -53,7 +53,7 @@ def test_rows_written_for_every_cell(first_run):
     primary = frame[frame.is_primary]
     assert len(primary) == 3 * len(TASKS)
     assert set(primary.task) == set(TASKS)
-    assert set(primary.metric) == {"acc", "exact_match", "bits_per_byte"}
+    assert set(primary.metric) == {"acc", "exact_match/remove_whitespace", "bits_per_byte"}
     assert primary.cell_key.is_unique
     row = primary.iloc[0]
     assert row["series"] == "tiny" and row["size"] == "14k" and row["n_params"] > 0

@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--bootstrap-iters", type=int, default=1000,
                    help="bootstrap resamples for stderr of corpus-level metrics (perplexity)")
     p.add_argument("--tokens-per-step", type=int, default=None)
+    p.add_argument("--skip-bad-items", action="store_true",
+                   help="drop malformed data records (each logged with its file and line, "
+                        "counted in the rows' n_skipped_items) instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the checkpoint folder/hub (off by default)")
     add_executor_args(p)
@@ -134,7 +137,8 @@ def build_config(args, tasks):
                      batch_size=bs, seed=args.seed, engine=args.engine,
                      bootstrap_iters=args.bootstrap_iters, data_dir=data_dir_from(args),
                      include_path=";".join(args.include_path) or None,
-                     trust_remote_code=args.trust_remote_code)
+                     trust_remote_code=args.trust_remote_code,
+                     skip_bad_items=bool(getattr(args, "skip_bad_items", False)))
 
 
 def execute(series_path, task_names, args, *, quiet=False) -> int:
@@ -147,7 +151,8 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
     from .tasks import make_registry, resolve_specs
 
     args.path, args.series_name, args.no_hash = series_path, None, False
-    registry = make_registry(args.include_path, data_dir_from(args))
+    registry = make_registry(args.include_path, data_dir_from(args),
+                             skip_bad_items=bool(getattr(args, "skip_bad_items", False)))
     specs = resolve_specs(registry, task_names)
     config = build_config(args, task_names)
     ray_options = ray_options_from(args)
