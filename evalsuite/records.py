@@ -230,8 +230,8 @@ class ResultRow:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ResultRow":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in _RESULT_FIELDS})
 
 
 RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
+_RESULT_FIELDS = frozenset(RESULT_COLUMNS)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from evalsuite.cli import main
+from evalsuite.records import SCHEMA_VERSION
 from evalsuite.store import ResultStore
 from evalsuite.testing import build_tiny_model, build_tiny_series
 
@@ -54,7 +55,7 @@ def test_rows_record_the_precision_and_its_proof(run_two):
     assert q.precision_library.str.startswith("torchao").all()
     assert (q.weights_changed_frac > 0.9).all() and (q.weights_max_abs_change > 0).all()
     assert (q.model_bits < 0.5 * f.model_bits.to_numpy()).all()  # embeddings stay fp32
-    assert (rows.n_nonfinite == 0).all() and (rows.schema_version == 2).all()
+    assert (rows.n_nonfinite == 0).all() and (rows.schema_version == SCHEMA_VERSION).all()
     assert all(cid.endswith(":int4-b16") for cid in q.checkpoint_id)
 
 
@@ -166,20 +167,27 @@ def test_partial_overflow_is_left_out_of_the_mean():
 
     import pandas as pd
 
+    from evalsuite.keys import TaskFingerprint
     from evalsuite.records import Checkpoint, RunConfig, TaskSpec
-    from evalsuite.runner import Cell, rows_for_cell
+    from evalsuite.runner import Cell, cell_statistics, rows_for_cell
+
+    class _Task:  # what cell_statistics reads of an lm-eval task
+        config = type("C", (), {"filter_list": None})()
+
+        @staticmethod
+        def aggregation():
+            from lm_eval.api.metrics import mean
+            return {"acc": mean}
 
     ck = Checkpoint(series="t", size="s", step=1, source="x", n_params=100, precision="fp16")
     spec = TaskSpec(name="t1", lm_eval_task="t1", primary_metric="acc", chance=0.25)
-    frame = pd.DataFrame({
-        "doc_id": range(5), "filter": ["none"] * 5, "target": ["0"] * 5,
-        "loglikelihoods": [[-1.0, -2.0], [math.nan, -1.0], [-1.0, -3.0], [-2.0, -1.0],
-                           [math.inf, -1.0]],
-        "nonfinite": [False, True, False, False, True],
-        "metric_acc": [1.0, 1.0, 1.0, 0.0, 1.0]})
-    out = {"results": {"t1": {"acc,none": 0.8, "acc_stderr,none": 0.2}},
-           "n-samples": {"t1": {"effective": 5}}}
-    rows = rows_for_cell(Cell(ck, spec, "k"), out, frame, RunConfig(tasks=("t1",)),
+    lls = [[-1.0, -2.0], [math.nan, -1.0], [-1.0, -3.0], [-2.0, -1.0], [math.inf, -1.0]]
+    samples = [{"doc_id": i, "filter": "none", "resps": [[(ll, False)] for ll in pair],
+                "acc": acc} for i, (pair, acc) in enumerate(zip(lls, [1, 1, 1, 0, 1]))]
+    config = RunConfig(tasks=("t1",))
+    scores = cell_statistics(_Task(), samples, {"acc,none": 0.8, "acc_stderr,none": "N/A"},
+                             config)
+    rows = rows_for_cell(Cell(ck, spec, "k", TaskFingerprint("c", "d", 5)), scores, config,
                          wall_time_s=1.0, batch_size="1", versions={})
     (row,) = rows
     assert row.n_nonfinite == 2 and row.n_samples == 3

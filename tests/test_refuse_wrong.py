@@ -81,3 +81,26 @@ def test_hub_entry_not_cached_offline_names_the_offline_switch(data_dir, tmp_pat
     code = _run(man, data_dir, tmp_path / "r")
     err = capsys.readouterr().err
     assert code != 0 and "HF_HUB_OFFLINE" in err and "not a local folder" not in err
+
+
+def test_no_git_noise_and_duplicate_manifest_entries_scored_once(good, data_dir, tmp_path):
+    """lm-eval's simple_evaluate ran `git describe` per cell ("fatal: not a git repository" on
+    stderr outside a repo); a manifest listing one entry twice wrote that cell twice."""
+    import os
+    import subprocess
+    import sys
+
+    man = tmp_path / "m.yaml"
+    man.write_text(f"series: s\ncheckpoints:\n  - {{path: {good}, size: 1m, step: 1}}\n"
+                   f"  - {{path: {good}, size: 1m, step: 1}}\n")
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(tmp_path.parent))
+    proc = subprocess.run([sys.executable, "-m", "evalsuite", "run", str(man), "--tasks",
+                           "arc_easy,copa", "--limit", "2", "--results", str(tmp_path / "r"),
+                           "--data-dir", str(data_dir)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fatal:" not in proc.stderr
+    assert "listed more than once" in proc.stderr
+    rows = ResultStore(tmp_path / "r").read_rows()
+    assert len({r.cell_key for r in rows}) == 2
+    assert len([r for r in rows if r.is_primary]) == 2

@@ -130,6 +130,15 @@ def _rename_keys(model, keys) -> dict[str, str] | None:
         return None
 
 
+def in_model_names(model, own: dict, by_name: dict) -> dict | None:
+    """``by_name`` (checkpoint key -> anything) keyed by the model's own names: as is when they
+    already match, through transformers' renames otherwise; None when no rename applies."""
+    if all(k in own for k in by_name):
+        return by_name
+    mapping = _rename_keys(model, list(by_name))
+    return None if mapping is None else {mapping[k]: v for k, v in by_name.items()}
+
+
 def swap_weights(model, source: str | Path) -> bool:
     """Copy a checkpoint's tensors into ``model`` in place; False (model untouched) on any
     mismatch of names or shapes, so the caller can fall back to a fresh load."""
@@ -145,11 +154,9 @@ def swap_weights(model, source: str | Path) -> bool:
     if tensors is None:
         return False
     own = model.state_dict()
-    if any(k not in own for k in tensors):
-        mapping = _rename_keys(model, list(tensors))
-        if mapping is None:
-            return False
-        tensors = {mapping[k]: v for k, v in tensors.items()}
+    tensors = in_model_names(model, own, tensors)
+    if tensors is None:
+        return False
     if any(k not in own or own[k].shape != v.shape for k, v in tensors.items()):
         return False
     loaded_ptrs = {own[k].data_ptr() for k in tensors}
@@ -271,10 +278,7 @@ def weight_mismatches(model, folder: str | Path) -> dict[str, list[str]] | None:
     if shapes is None:
         return None
     own = model.state_dict()
-    if any(k not in own for k in shapes):
-        mapping = _rename_keys(model, list(shapes))
-        if mapping is not None:
-            shapes = {mapping[k]: v for k, v in shapes.items()}
+    shapes = in_model_names(model, own, shapes) or shapes
     unexpected = sorted(k for k in shapes if k not in own)
     mismatched = sorted(f"{k} (checkpoint {list(v)}, model {list(own[k].shape)})"
                         for k, v in shapes.items() if k in own and tuple(own[k].shape) != v)
