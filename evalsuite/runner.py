@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import platform
 import time
 from dataclasses import dataclass, field
@@ -358,10 +359,11 @@ def _per_sample_frame(samples: list[dict[str, Any]], aggregations: dict[str, str
         for k, v in s.items():
             if k in _SKIP_KEYS:
                 continue
-            if isinstance(v, (bool, int, float)):
+            # numbers.Real: lm-eval's f1/mcc items are (gold, pred) with numpy int64 halves
+            if isinstance(v, (bool, numbers.Real)) or type(v).__name__ == "bool_":
                 rec[f"metric_{k}"] = float(v)
             elif isinstance(v, (list, tuple)) and len(v) == 2 and all(
-                    isinstance(x, (int, float)) for x in v):
+                    isinstance(x, numbers.Real) for x in v):
                 if aggregations.get(k) in _WEIGHTED:
                     rec[f"metric_{k}"], rec[f"metric_{k}_weight"] = float(v[0]), float(v[1])
                 else:
