@@ -31,7 +31,7 @@ Mapping file (YAML or JSON)::
     tasks:                      # optional: override the task -> primary metric table
       my_task: {metric: acc, chance: 0.25}
 
-Task -> primary metric (documented in the README scaling section): ``acc`` for every scored task
+Task -> primary metric (documented in docs/scaling.md, "Importing public evaluations"): ``acc`` for every scored task
 (lambada_openai, piqa, winogrande, wsc, arc_easy, arc_challenge, sciq, logiqa, hendrycksTest-*).
 Other metrics (``acc_norm``, ``ppl``) are imported as non-primary rows. ``crows_pairs_*`` (a bias
 measure) and perplexities have no primary metric: they are reported apart, never scored.

@@ -26,6 +26,18 @@ def shared_data_path(*parts: str) -> Path:
     return path
 
 
+def cli_in(cwd: Path, *args: str) -> int:
+    """``evalsuite <args>`` run in-process from ``cwd`` (defaults such as results/ resolve there)."""
+    from evalsuite.cli import main
+
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return main(list(args))
+    finally:
+        os.chdir(here)
+
+
 @pytest.fixture
 def shared_data():
     return shared_data_path

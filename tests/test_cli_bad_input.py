@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_in
 
 from evalsuite.cli import build_parser, main
 from evalsuite.leaderboard import MANIFEST_FILE
@@ -26,13 +27,8 @@ from evalsuite.store import ResultStore
 SMALL = (("1m", 10**6), ("3m", 3 * 10**6))
 
 
-def _cli(*args, cwd: Path) -> int:
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return main(list(args))
-    finally:
-        os.chdir(here)
+def _cli(*args, cwd):
+    return cli_in(cwd, *args)
 
 
 def _tree(folder: Path) -> dict[str, bytes | str]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import cli_in
 
 from evalsuite.leaderboard import (MANIFEST_FILE, build_leaderboard, normalise_score,
                                    prepare_leaderboard, primary_cells, render_leaderboard,
@@ -333,15 +334,7 @@ def test_diff_cells_beyond_stderr(rows):
 
 
 def _cli(*args, cwd):
-    from evalsuite.cli import main
-
-    import os
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return main(list(args))
-    finally:
-        os.chdir(here)
+    return cli_in(cwd, *args)
 
 
 def test_cli_check_fails_on_planted_change_with_command(tmp_path, capsys):

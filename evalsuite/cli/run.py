@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--precisions", default="auto",
                    help="comma-separated: auto (bf16 on CUDA, fp32 on CPU), fp32,bf16,fp16, "
                         "int3..int8,nf4,fp4 with an optional -bN block size (e.g. int4-b64); see "
-                        "the README's precision section")
+                        "docs/precision.md")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", default="8", help="an integer, or auto (CUDA batch-size search)")
     p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"],
@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 
 def add_executor_args(p) -> None:
-    g = p.add_argument_group("executor (README: More than one machine)")
+    g = p.add_argument_group("executor (docs/distributed.md)")
     g.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: one process evaluates the groups in turn; ray: each checkpoint x "
                         "precision group is a Ray task (pip install 'evalsuite[ray]')")

@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_fit)
 
     p = sub.add_parser("emergence", help="classify each task's curve: flat, smooth, emergent, "
-                                         "peaked or inverse (criterion: README, scaling section)")
+                                         "peaked or inverse (criterion: docs/scaling.md, Emergence)")
     _common_args(p)
     p.add_argument("--across", choices=["sizes", "steps"], default="sizes",
                    help="final checkpoints across sizes (x = compute), or training steps of "

@@ -18,7 +18,7 @@ Model selection (``form="auto"``; ``"aicc"`` and ``"bic"`` select by that criter
 where AICc is dominated by its small-sample penalty and picks a flat line for curves that
 clearly rise, and cross-validation can pick a step function. So ``auto`` uses the saturating
 power law for scores and losses (the form whose extrapolations held up in the Pythia back-test,
-the README scaling section) and the AICc table is reported for inspection, not used to choose.
+docs/scaling.md) and the AICc table is reported for inspection, not used to choose.
 
 Uncertainty
 -----------
