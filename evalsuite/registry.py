@@ -44,7 +44,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -958,7 +958,3 @@ class TaskRegistry:
                           "process_docs")
                 out.append((split, i if mapped else None, BadRecord(source, *problem)))
         return out
-
-
-def with_overrides(spec: TaskSpec, **kw) -> TaskSpec:
-    return replace(spec, **kw)

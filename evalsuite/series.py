@@ -22,7 +22,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .records import Checkpoint
 
@@ -446,7 +446,3 @@ def load_source(ckpt: Checkpoint) -> tuple[str, str | None]:
         repo = ckpt.source[4:].split("@", 1)[0]
         return repo, ckpt.revision
     return ckpt.source, None
-
-
-def iter_ids(scan: SeriesScan) -> Iterable[str]:
-    return (c.id for c in scan.checkpoints)

@@ -21,7 +21,7 @@ from lm_eval.api.registry import register_model
 from . import loading
 from .generation import generate_greedy
 from .packing import ScoreUnit, truncate_unit
-from .scoring import Scorer, rows_for
+from .scoring import Scorer
 from .tokens import TokenCache, fingerprint_tokenizer, hash_tokenizer_files
 
 log = logging.getLogger(__name__)
@@ -302,12 +302,6 @@ class EvalsuiteLM(LM):
             contexts.add(unit.context)
             total += len(unit.continuation)
         return total + sum(len(c) for c in contexts)
-
-    def planned_rows(self, requests):
-        units = [truncate_unit(i, *self.tokens.encode_pair(*r.args), self.max_length)
-                 for i, r in enumerate(requests)]
-        return rows_for(units, max_length=self.max_length,
-                        share_context=self.scorer.share_context)
 
 
 def _parse_batch_size(batch_size: int | str) -> int | str:

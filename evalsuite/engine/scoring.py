@@ -19,7 +19,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from .packing import PackedRow, ScoreUnit, batch_rows, build_batch, pack_units
+from .packing import ScoreUnit, batch_rows, build_batch, pack_units
 
 
 @dataclass
@@ -499,8 +499,3 @@ def chunked_target_logprobs(rows, inverse, tokens, *, head=None, chunk_rows: int
         greedy[which] = is_top
         del logprobs
     return picked.cpu(), greedy.cpu()
-
-
-def rows_for(units: list[ScoreUnit], *, max_length: int, share_context: bool) -> list[PackedRow]:
-    """The rows :meth:`Scorer.score` would build (for batch-size search and token accounting)."""
-    return pack_units(units, max_length=max_length, share_context=share_context)
