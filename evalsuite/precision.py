@@ -450,12 +450,12 @@ def gold_loglik(samples):
 def sign_test(n_up: int, n_down: int) -> float:
     """Exact two-sided sign (McNemar) test on the items that changed: P(a split at least this
     uneven | each changed item equally likely to go either way)."""
+    from scipy.stats import binomtest
+
     m = n_up + n_down
     if m == 0:
         return 1.0
-    k = min(n_up, n_down)
-    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2.0 ** m
-    return min(1.0, 2.0 * tail)
+    return float(binomtest(min(n_up, n_down), m, 0.5, alternative="two-sided").pvalue)
 
 
 def compare_precisions(rows, load_samples, *, precision: str, against: str = "fp32",
