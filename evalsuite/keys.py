@@ -125,12 +125,9 @@ def fewshot_pool_size(task_obj, fewshot: list | None, n_eval: int) -> int | None
 
 
 def lm_eval_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from .versions import package_version
 
-    try:
-        return version("lm_eval")
-    except PackageNotFoundError:
-        return "absent"
+    return package_version("lm_eval")
 
 
 def effective_fewshot(spec: TaskSpec, config: RunConfig) -> int:

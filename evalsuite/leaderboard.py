@@ -472,15 +472,9 @@ def render_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Sequen
 def build_environment() -> dict[str, str]:
     """Versions that the bytes depend on besides the rows (plots: matplotlib; fits: numpy,
     scipy). A rebuild with other versions may differ; --check names them when it does."""
-    import importlib.metadata as md
+    from .versions import package_version
 
-    env = {}
-    for pkg in ("matplotlib", "numpy", "scipy", "pandas"):
-        try:
-            env[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            env[pkg] = "absent"
-    return env
+    return {pkg: package_version(pkg) for pkg in ("matplotlib", "numpy", "scipy", "pandas")}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:

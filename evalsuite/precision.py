@@ -171,12 +171,9 @@ class AppliedPrecision:
 
 
 def _version(pkg: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from .versions import package_version
 
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return "absent"
+    return package_version(pkg)
 
 
 def _require_torchao(spec: PrecisionSpec):

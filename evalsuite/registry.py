@@ -236,12 +236,12 @@ def _lm_eval_tasks_dir() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _lm_eval_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from .versions import package_version
 
-    try:
-        return version("lm_eval")
-    except PackageNotFoundError as e:
-        raise TaskError("lm-eval is not installed: pip install 'lm-eval[hf]'") from e
+    found = package_version("lm_eval")
+    if found == "absent":
+        raise TaskError("lm-eval is not installed: pip install 'lm-eval[hf]'")
+    return found
 
 
 def _default_cache_dir() -> Path | None:

@@ -68,14 +68,11 @@ class RunReport:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from .versions import package_version
 
     out = {"python": platform.python_version()}
     for pkg in ("evalsuite", "lm_eval", "transformers", "torch", "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "absent"
+        out[pkg] = package_version(pkg)
     return out
 
 
