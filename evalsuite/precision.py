@@ -43,6 +43,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .versions import package_version
+
 __all__ = ["PrecisionError", "PrecisionSpec", "AppliedPrecision", "parse_precision",
            "bits_per_param", "apply_precision", "describe_precisions", "FLOAT_PRECISIONS",
            "paired_bootstrap", "compare_precisions", "precision_frontier", "sign_test"]
@@ -170,12 +172,6 @@ class AppliedPrecision:
         return asdict(self)
 
 
-def _version(pkg: str) -> str:
-    from .versions import package_version
-
-    return package_version(pkg)
-
-
 def _require_torchao(spec: PrecisionSpec):
     try:
         import torchao  # noqa: F401
@@ -183,7 +179,7 @@ def _require_torchao(spec: PrecisionSpec):
         raise PrecisionError(
             f"precision {spec.name} needs torchao (weight-only k-bit quantization on CPU and "
             "CUDA): pip install 'torchao>=0.18'. It does not fall back to fp32.") from e
-    return f"torchao {_version('torchao')}"
+    return f"torchao {package_version('torchao')}"
 
 
 def _linear_layers(model) -> list[tuple[str, Any]]:
@@ -323,7 +319,7 @@ def apply_precision(model, precision: str | PrecisionSpec, *, reference: dict | 
                     max_change = max(max_change, float(d.max()) if d.numel() else 0.0)
             changed = n_changed / n_total if n_total else None
         return AppliedPrecision(
-            spec=spec.name, library=f"torch {_version('torch')}", n_params=n_params, n_quantized=0,
+            spec=spec.name, library=f"torch {package_version('torch')}", n_params=n_params, n_quantized=0,
             n_layers=0, model_bits=float(spec.bits * n_params), bits_per_param=float(spec.bits),
             weights_changed_frac=changed, weights_max_abs_change=max_change, weights_rel_error=rel)
 

@@ -213,23 +213,18 @@ def include(data_dir, tmp_path_factory):
             "metadata": {"version": 1.0}},
         "primary_metric": "exact_match/first-vowel", "chance": 0.0, "num_fewshot": 2,
         "data": {"adapter": "jsonl", "files": {"test": "gsm8k/test.jsonl"}}})
-    # choices sharing a long common prefix (synthetic items)
-    _yaml(folder / "eq_long_prefix.yaml", {
-        "lm_eval_config": _mc_config("eq_long_prefix", ["acc", "acc_norm", "brier_score"]),
-        "primary_metric": "acc", "chance": 0.25,
-        "data": {"adapter": "jsonl", "files": {"test": _jsonl(
-            items / "long_prefix.jsonl", _long_prefix_items(ENDINGS4, n_items, 1))}}})
+    def long_prefix_task(name: str, metrics: list[str], endings, seed: int) -> None:
+        """Multiple choice whose choices share a long common prefix (synthetic items)."""
+        _yaml(folder / f"{name}.yaml", {
+            "lm_eval_config": _mc_config(name, metrics), "primary_metric": "acc",
+            "chance": 1 / len(endings[0]),
+            "data": {"adapter": "jsonl", "files": {"test": _jsonl(
+                items / f"{name}.jsonl", _long_prefix_items(endings, n_items, seed))}}})
+
+    long_prefix_task("eq_long_prefix", ["acc", "acc_norm", "brier_score"], ENDINGS4, 1)
     # multi-class mcc: evalsuite bootstraps it with lm-eval's own function per draw
-    _yaml(folder / "eq_prefix_mcc.yaml", {
-        "lm_eval_config": _mc_config("eq_prefix_mcc", ["acc", "mcc"]),
-        "primary_metric": "acc", "chance": 0.25,
-        "data": {"adapter": "jsonl", "files": {"test": _jsonl(
-            items / "prefix_mcc.jsonl", _long_prefix_items(ENDINGS4, n_items, 4))}}})
-    _yaml(folder / "eq_pair_prefix.yaml", {
-        "lm_eval_config": _mc_config("eq_pair_prefix", ["acc", "f1", "mcc"]),
-        "primary_metric": "acc", "chance": 0.5,
-        "data": {"adapter": "jsonl", "files": {"test": _jsonl(
-            items / "pair_prefix.jsonl", _long_prefix_items(ENDINGS2, n_items, 2))}}})
+    long_prefix_task("eq_prefix_mcc", ["acc", "mcc"], ENDINGS4, 4)
+    long_prefix_task("eq_pair_prefix", ["acc", "f1", "mcc"], ENDINGS2, 2)
     # empty target delimiter, context cut inside a word: BPE merges across the boundary
     _yaml(folder / "eq_lambada_nodelim.yaml", {
         "lm_eval_config": {
