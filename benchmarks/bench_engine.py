@@ -87,7 +87,7 @@ def run_evalsuite(ckpts, task_dir, args) -> dict:
     from evalsuite import runner
     from evalsuite.engine import lm as engine_lm
     from evalsuite.records import RunConfig
-    from evalsuite.registry import TaskRegistry
+    from evalsuite.tasks.registry import TaskRegistry
     from evalsuite.series import discover_series
     from evalsuite.store import ResultStore
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_leaderboard.py          prints the build time (and per-stage times)
     pytest benchmarks/bench_leaderboard.py          the same under pytest-benchmark
 
-The rows are synthetic (evalsuite.leaderboard_synthetic), shaped like our reference ladder:
+The rows are synthetic (evalsuite.testing.rows), shaped like our reference ladder:
 1 series x 6 sizes x 10 steps x 4 precisions x 21 tasks x 2 metrics = 10,080 rows, 5,040
 primary cells, 21 scaling fits, 147 emergence curves, 21 plots. The cost grows with tasks x
 series (fits, plots), far less with rows. Time is wall-clock for ``build_leaderboard`` into a fresh
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evalsuite.leaderboard import build_leaderboard, default_jobs, prepare_leaderboard  # noqa: E402
-from evalsuite.leaderboard_synthetic import synthetic_rows  # noqa: E402
+from evalsuite.testing.rows import synthetic_rows  # noqa: E402
 
 SIZES = tuple((f"{n}k", n * 1000) for n in (7, 25, 55, 100, 200, 450))
 STEPS = tuple(range(100, 1100, 100))

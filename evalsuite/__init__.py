@@ -11,7 +11,7 @@ _LAZY = {
     "Prediction": "evalsuite.scaling", "fit_scaling_law": "evalsuite.scaling",
     "detect_emergence": "evalsuite.scaling", "predict_sizes": "evalsuite.scaling",
     "backtest": "evalsuite.scaling", "import_results": "evalsuite.importer",
-    "discover_series": "evalsuite.series", "TaskRegistry": "evalsuite.registry",
+    "discover_series": "evalsuite.series", "TaskRegistry": "evalsuite.tasks.registry",
     "run_series": "evalsuite.runner", "build_leaderboard": "evalsuite.leaderboard",
 }
 

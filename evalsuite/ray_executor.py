@@ -206,8 +206,8 @@ class RayExecutor:
 
 
 def _is_fatal(cause) -> bool:
-    from .datasets import DataError
-    from .registry import TaskError
+    from .tasks.adapters import DataError
+    from .tasks.registry import TaskError
     from .store import StoreError
 
     return isinstance(cause, (RunError, TaskError, DataError, StoreError))

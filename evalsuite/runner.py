@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 from .keys import TaskFingerprint, cell_key, effective_fewshot, fingerprint_task, lm_eval_version
 from .precision import AppliedPrecision, PrecisionError, parse_precision
 from .records import Checkpoint, ResultRow, RunConfig, TaskSpec, config_hash
-from .request_memo import memoize_requests
+from .engine.patches import memoize_requests
 from .stats import metric_stderr
 from .store import ResultStore, StoreError
 

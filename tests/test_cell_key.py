@@ -17,7 +17,7 @@ import pytest
 from evalsuite.cli import main
 from evalsuite.keys import fingerprint_task
 from evalsuite.records import RunConfig
-from evalsuite.registry import TaskRegistry
+from evalsuite.tasks.registry import TaskRegistry
 from evalsuite.runner import RunError, plan_cells, unique_checkpoints
 from evalsuite.series import discover_series
 from evalsuite.store import ResultStore

@@ -21,7 +21,7 @@ from conftest import cli_in
 
 from evalsuite.cli import build_parser, main
 from evalsuite.leaderboard import MANIFEST_FILE
-from evalsuite.leaderboard_synthetic import synthetic_rows
+from evalsuite.testing.rows import synthetic_rows
 from evalsuite.store import ResultStore
 
 SMALL = (("1m", 10**6), ("3m", 3 * 10**6))
@@ -109,7 +109,7 @@ def test_leaderboard_failed_swap_puts_the_old_folder_back(built, monkeypatch, ca
 def test_leaderboard_render_failure_leaves_the_old_folder(built, monkeypatch):
     """A bug in a plot (the second of two) propagates as itself, with nothing written. (Rendering
     always ran before writing; this pins that it stays so.)"""
-    import evalsuite.leaderboard_plots as plots
+    import evalsuite.leaderboard.plots as plots
 
     tmp_path, before = built
     real, calls = plots.render_plot_png, []

@@ -162,7 +162,7 @@ def test_prompt_templates_compile_once_and_render_the_same():
     """The runner's template cache changes how often Jinja compiles, never the text."""
     from lm_eval import utils
 
-    from evalsuite.request_memo import cache_compiled_templates
+    from evalsuite.engine.patches import cache_compiled_templates
 
     doc = {"question": "What is 2 + 2?", "choices": {"text": ["3", "4"]}, "answerKey": "B"}
     templates = ["Question: {{question}}\nAnswer:", "{{choices.text}}",

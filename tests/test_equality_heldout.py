@@ -272,7 +272,7 @@ class Runs:
         return self._ours[key]
 
     def registry(self):
-        from evalsuite.registry import TaskRegistry
+        from evalsuite.tasks.registry import TaskRegistry
 
         if self._registry is None:
             self._registry = TaskRegistry(data_dir=self.data_dir, include_paths=[self.include])

@@ -17,10 +17,10 @@ from conftest import cli_in
 from evalsuite.leaderboard import (MANIFEST_FILE, build_leaderboard, normalise_score,
                                    prepare_leaderboard, primary_cells, render_leaderboard,
                                    rows_digest)
-from evalsuite.leaderboard_diff import compare_folders, diff_cells
-from evalsuite.leaderboard_render import (csv_escape, csv_unescape, escape_markdown,
+from evalsuite.leaderboard.diff import compare_folders, diff_cells
+from evalsuite.leaderboard.render import (csv_escape, csv_unescape, escape_markdown,
                                           format_cell)
-from evalsuite.leaderboard_synthetic import synthetic_rows
+from evalsuite.testing.rows import synthetic_rows
 from evalsuite.store import ResultStore
 
 EVIL = "<script>alert(1)</script>"
@@ -111,7 +111,7 @@ def test_every_file_names_version_rows_and_hash(files, rows):
 
 
 def test_fast_row_dict_matches_to_dict(rows):
-    from evalsuite.leaderboard import _row_dict
+    from evalsuite.leaderboard.cells import _row_dict
 
     odd = dataclasses.replace(rows[0], value=float("nan"), versions={"b": "2", "a": "1"})
     for r in list(rows[:5]) + [odd]:
@@ -120,8 +120,8 @@ def test_fast_row_dict_matches_to_dict(rows):
 
 def test_worker_processes_give_the_same_bytes():
     from evalsuite import __version__
-    from evalsuite.leaderboard import parallel_map
-    from evalsuite.leaderboard_render import _plot_job
+    from evalsuite.leaderboard.parallel import parallel_map
+    from evalsuite.leaderboard.render import _plot_job
 
     assert parallel_map(abs, range(-8, 8), jobs=2) == [abs(i) for i in range(-8, 8)]
     rows = synthetic_rows(tasks=("t0", "t1"), sizes=(("1m", 10**6),), steps=(1000, 2000))
@@ -413,7 +413,7 @@ def test_cli_diff_against_folder_and_git_ref(tmp_path, rows, capsys):
 
 
 def test_long_tables_are_cut_on_the_page_only(monkeypatch):
-    import evalsuite.leaderboard_render as render
+    import evalsuite.leaderboard.render as render
 
     monkeypatch.setattr(render, "HTML_MAX_ROWS", 10)
     rows = synthetic_rows(tasks=("t",), sizes=(("1m", 10**6), ("3m", 3 * 10**6)),
@@ -437,7 +437,7 @@ def test_any_name_keeps_tables_whole_and_inert():
     from hypothesis import strategies as st
 
     from evalsuite.leaderboard import Table
-    from evalsuite.leaderboard_render import html_table, markdown_table
+    from evalsuite.leaderboard.render import html_table, markdown_table
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.text(min_size=0, max_size=20), min_size=1, max_size=3))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from evalsuite.leaderboard import build_leaderboard, prepare_leaderboard
-from evalsuite.leaderboard_synthetic import synthetic_rows
+from evalsuite.testing.rows import synthetic_rows
 
 EVIL = "<script>alert(1)</script>"
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and

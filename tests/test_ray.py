@@ -265,7 +265,7 @@ def test_ray_flags_need_executor_ray(series, data_dir, tmp_path, capsys):
 def test_worker_reuses_tasks_and_model_between_groups(series, data_dir):
     from evalsuite import ray_executor
     from evalsuite.records import RunConfig
-    from evalsuite.registry import TaskRegistry
+    from evalsuite.tasks.registry import TaskRegistry
     from evalsuite.runner import group_cells, plan_cells
     from evalsuite.series import discover_series
 

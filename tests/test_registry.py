@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-from evalsuite import registry as registry_module
+from evalsuite.tasks import registry as registry_module
 from evalsuite.cli import main
-from evalsuite.registry import TaskError, TaskRegistry, lm_eval_task_index
-from evalsuite.datasets import DataError
+from evalsuite.tasks.registry import TaskError, TaskRegistry, lm_eval_task_index
+from evalsuite.tasks.adapters import DataError
 
 BUNDLED_REQUIRED = {"arc_easy", "arc_challenge", "piqa", "lambada_openai", "hellaswag", "winogrande",
                     "boolq", "copa", "openbookqa", "arithmetic_2da", "arithmetic_5ds",
@@ -48,7 +48,7 @@ def test_built_in_names_come_from_the_cached_index_without_lm_eval():
     """A built-in name resolves from the on-disk index in a fresh process: no lm-eval import,
     so no 12 s re-index. Names with parentheses (missed by a text scan) resolve too."""
     lm_eval_task_index()
-    code = ("import sys; from evalsuite.registry import TaskRegistry; r = TaskRegistry(); "
+    code = ("import sys; from evalsuite.tasks.registry import TaskRegistry; r = TaskRegistry(); "
             "s = r.get('tmmluplus_education_(profession_level)'); g = r.get('gsm8k'); "
             "print(s.output_type, g.output_type, g.primary_metric, 'lm_eval.tasks' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -314,7 +314,7 @@ def test_skip_bad_items_drops_logs_and_counts(tmp_path, shared_data, caplog):
     reg = TaskRegistry(data_dir=data, skip_bad_items=True)
     with pytest.raises(TaskError, match="has not been built"):
         reg.skipped_items("piqa")
-    with caplog.at_level(logging.WARNING, logger="evalsuite.registry"):
+    with caplog.at_level(logging.WARNING, logger="evalsuite.tasks.registry"):
         task = reg.build("piqa")
     assert reg.skipped_items("piqa") == 3
     docs = list(task.eval_docs)

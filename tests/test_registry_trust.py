@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from evalsuite.registry import TaskError, TaskRegistry, _lm_eval_tasks_dir
+from evalsuite.tasks.registry import TaskError, TaskRegistry, _lm_eval_tasks_dir
 
 LOADER = '''
 import json

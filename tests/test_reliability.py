@@ -210,7 +210,7 @@ def test_no_shell_true_and_remote_code_off_by_default():
 
 def test_task_code_only_from_bundled_or_named_folders(tmp_path):
     """A `!function` task file is only ever read from tasks/ or a folder passed with --include-path."""
-    from evalsuite.registry import TaskRegistry
+    from evalsuite.tasks.registry import TaskRegistry
 
     evil = tmp_path / "elsewhere"
     evil.mkdir()

@@ -110,7 +110,7 @@ def test_same_numbers_as_lm_eval_simple_evaluate(series, data_dir, tmp_path, tas
     """The primary metric equals lm_eval.simple_evaluate with its hf model (1e-6), both engines."""
     import lm_eval
 
-    from evalsuite.registry import TaskRegistry
+    from evalsuite.tasks.registry import TaskRegistry
     from evalsuite.runner import empty_task_manager
 
     ckpt = series / "tiny-14k" / "step200"

@@ -106,7 +106,7 @@ def _write_error(out: str, e: Exception) -> str:
 def run(args) -> int:
     from ..leaderboard import (MANIFEST_FILE, build_leaderboard, check_output_folder,
                                default_jobs, read_manifest)
-    from ..leaderboard_diff import compare_folders
+    from ..leaderboard.diff import compare_folders
 
     args.results = args.results or ["results"]
     rows = _read_rows(args.results)
@@ -187,7 +187,7 @@ def _git_rows(ref: str, dirs: list[str]):
 
 def _diff(args, rows) -> int:
     from ..leaderboard import MANIFEST_FILE, primary_cells
-    from ..leaderboard_diff import cells_from_csv_folder, diff_cells
+    from ..leaderboard.diff import cells_from_csv_folder, diff_cells
 
     ref = Path(args.diff)
     if ref.is_dir():

@@ -143,8 +143,8 @@ def build_config(args, tasks):
 
 def execute(series_path, task_names, args, *, quiet=False) -> int:
     """Shared by `run` and `demo`."""
-    from ..datasets import DataError
-    from ..registry import TaskError
+    from ..tasks.adapters import DataError
+    from ..tasks.registry import TaskError
     from ..runner import RunError, run_series
     from ..store import ResultStore, StoreError
     from .series import report_problems, scan_series

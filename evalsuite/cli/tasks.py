@@ -18,8 +18,8 @@ def register(sub) -> None:
 
 def make_registry(include_paths, data_dir=None, skip_bad_items=False):
     """The task registry for these folders; ``skip_bad_items`` drops and counts bad local
-    records instead of refusing them (:class:`~evalsuite.registry.TaskRegistry`)."""
-    from ..registry import TaskError, TaskRegistry
+    records instead of refusing them (:class:`~evalsuite.tasks.registry.TaskRegistry`)."""
+    from ..tasks.registry import TaskError, TaskRegistry
 
     try:
         return TaskRegistry(include_paths=include_paths, data_dir=data_dir,
@@ -29,7 +29,7 @@ def make_registry(include_paths, data_dir=None, skip_bad_items=False):
 
 
 def resolve_specs(registry, names):
-    from ..registry import TaskError
+    from ..tasks.registry import TaskError
 
     try:
         return [registry.get(n) for n in names]

@@ -24,7 +24,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .leaderboard_plots import Curve, PredictedPoint
+from .cells import digest_of, none_last, precision_rank
+from .parallel import parallel_map
+from .plots import Curve, PredictedPoint
+from .tables import Table
 
 __all__ = ["ScalingOutput", "run_scaling", "FIT_SETTINGS", "PREDICTION_LEVEL"]
 
@@ -75,12 +78,11 @@ def _final_per_size(cells) -> list:
 
 def _groups(cells) -> dict[tuple, list]:
     """(task, series, shots) -> the cells of the series' widest precision."""
-    from .leaderboard import _precision_rank
 
     best_prec: dict[tuple, str] = {}
     for c in cells:
         k = (c.task, c.series, c.num_fewshot)
-        if k not in best_prec or _precision_rank(c.precision) < _precision_rank(best_prec[k]):
+        if k not in best_prec or precision_rank(c.precision) < precision_rank(best_prec[k]):
             best_prec[k] = c.precision
     out: dict[tuple, list] = {}
     for c in cells:
@@ -115,7 +117,7 @@ def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]
     median ratio of n_params between consecutive sizes. Compute is 6 * N * D with D the median
     final tokens_seen of the fitted sizes (as evalsuite.scaling.predict.predict_sizes does).
     """
-    from .scaling.predict import resolve_size
+    from ..scaling.predict import resolve_size
 
     tokens = [c.tokens_seen for c in points if c.tokens_seen]
     if not tokens:
@@ -149,7 +151,7 @@ def _fit_group(job: tuple) -> tuple:
     ("skip", reason). A pure function of its arguments (it runs in a worker process)."""
     import numpy as np
 
-    from .scaling.fit import FitError, ScalingLaw
+    from ..scaling.fit import FitError, ScalingLaw
 
     label, points, targets = job
     try:
@@ -171,12 +173,11 @@ def _fit_group(job: tuple) -> tuple:
 
 def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, str]:
     try:
-        from .scaling.fit import ScalingLaw  # noqa: F401
-        from .scaling.predict import resolve_size  # noqa: F401 (the API the targets use)
+        from ..scaling.fit import ScalingLaw  # noqa: F401
+        from ..scaling.predict import resolve_size  # noqa: F401 (the API the targets use)
     except ModuleNotFoundError:
         return None, {}, {}, ("not available: evalsuite.scaling (fit, predict) is missing in "
                               "this install.")
-    from .leaderboard import Table, _digest_of, parallel_map
 
     curves: dict[str, list[Curve]] = {}
     predicted: dict[str, list[PredictedPoint]] = {}
@@ -225,7 +226,7 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
         columns=("task", "shots", "series", "size", "n_params", "n_params_source",
                  "compute_flops", "predicted", "lower", "upper", "predicted_score",
                  "extrapolated", "extrapolation_decades", "form", "n_fit"),
-        rows=tuple(rows), n_source=len(used), digest=_digest_of(c.digest for c in used),
+        rows=tuple(rows), n_source=len(used), digest=digest_of(c.digest for c in used),
         formats={"shots": "int", "n_params": "sci", "compute_flops": "sci", "predicted": "num",
                  "lower": "num", "upper": "num", "predicted_score": "num",
                  "extrapolation_decades": "num", "n_fit": "int"},
@@ -247,11 +248,10 @@ def _emergence(cells) -> tuple[Any, str]:
     """evalsuite.scaling.emergence.classify_curve across sizes (final checkpoints, x = compute)
     and across the steps of each size (x = tokens seen)."""
     try:
-        from .scaling.emergence import classify_curve
-        from .scaling.fit import FitError
+        from ..scaling.emergence import classify_curve
+        from ..scaling.fit import FitError
     except ModuleNotFoundError:
         return None, "not available: evalsuite.scaling.emergence is missing in this install."
-    from .leaderboard import Table, _digest_of, _none_last
 
     rows, used = [], []
     counts: dict[str, int] = {}
@@ -265,7 +265,7 @@ def _emergence(cells) -> tuple[Any, str]:
         by_size: dict[tuple, list] = {}
         for c in group:
             if c.tokens_seen and c.value is not None:
-                by_size.setdefault((_none_last(c.n_params), c.size), []).append(c)
+                by_size.setdefault((none_last(c.n_params), c.size), []).append(c)
         for (_, size), cs in sorted(by_size.items()):
             curves.append(("steps", size, "tokens_seen", sorted(cs, key=lambda c: c.tokens_seen)))
         for across, size, x_name, points in curves:
@@ -295,7 +295,7 @@ def _emergence(cells) -> tuple[Any, str]:
         name="emergence", title="Emergence verdicts",
         columns=("task", "shots", "series", "across", "size", "verdict", "onset_x",
                  "onset_lower", "onset_upper", "rise", "delta_bic", "explanation"),
-        rows=tuple(rows), n_source=len(used), digest=_digest_of(c.digest for c in set(used)),
+        rows=tuple(rows), n_source=len(used), digest=digest_of(c.digest for c in set(used)),
         formats={"shots": "int", "onset_x": "sci", "onset_lower": "sci", "onset_upper": "sci",
                  "rise": "num", "delta_bic": "num"},
         note=("Verdicts of evalsuite.scaling.emergence (flat, smooth, emergent, peaked, "

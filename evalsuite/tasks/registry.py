@@ -8,7 +8,7 @@ metric and chance level, and where its items live in a local data folder::
     chance: 0.25
     version: "1"
     data:
-      adapter: jsonl              # evalsuite.datasets.ADAPTERS
+      adapter: jsonl              # evalsuite.tasks.adapters.ADAPTERS
       files: {test: arc/arc_easy_test.jsonl}
 
 Only the data source changes (lm-eval's ``custom_dataset`` hook), so the numbers are lm-eval's.
@@ -50,12 +50,12 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from .datasets import BadRecord, DataError, SplitRecords, describe_bad, read_split_files
-from .records import TaskSpec
+from .adapters import BadRecord, DataError, SplitRecords, describe_bad, read_split_files
+from ..records import TaskSpec
 
 log = logging.getLogger(__name__)
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "tasks"
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "tasks"
 
 _SPEC_KEYS = {"lm_eval_task", "lm_eval_config", "primary_metric", "chance", "version",
               "description", "data", "higher_is_better", "num_fewshot"}
@@ -236,7 +236,7 @@ def _lm_eval_tasks_dir() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _lm_eval_version() -> str:
-    from .versions import package_version
+    from ..versions import package_version
 
     found = package_version("lm_eval")
     if found == "absent":
@@ -799,7 +799,7 @@ class TaskRegistry:
         """An lm-eval task object for ``name``, reading local data when a data folder is set.
 
         With local data every evaluation and few-shot record is checked first (see the module
-        docstring); a bad record raises :class:`~evalsuite.datasets.DataError` naming its file,
+        docstring); a bad record raises :class:`~evalsuite.tasks.adapters.DataError` naming its file,
         line and field, or is dropped and counted with ``skip_bad_items``.
         """
         spec = self.get(name)
@@ -931,10 +931,10 @@ class TaskRegistry:
         """(split, record index or None when unmapped, problem) for every bad eval/few-shot doc.
 
         Renders every record with the task's own methods; lm-eval compiles a Jinja template per
-        call, so the one compiled-template cache (:mod:`evalsuite.request_memo`, which the
+        call, so the one compiled-template cache (:mod:`evalsuite.engine.patches`, which the
         runner turns on anyway) is turned on first: the rendered text is unchanged.
         """
-        from .request_memo import cache_compiled_templates
+        from ..engine.patches import cache_compiled_templates
 
         cache_compiled_templates()
         eval_docs = task.eval_docs if fresh else getattr(task, "task_docs", None) or task.eval_docs

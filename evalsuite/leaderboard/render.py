@@ -23,7 +23,8 @@ import math
 import re
 from typing import Any, Mapping
 
-from .leaderboard import LeaderboardData, Table
+from .parallel import parallel_map
+from .tables import LeaderboardData, Table
 
 __all__ = ["escape_markdown", "escape_html", "csv_escape", "csv_unescape", "format_cell",
            "render_files"]
@@ -359,7 +360,7 @@ def readme_page(data: LeaderboardData, version: str) -> str:
 
 
 def _plot_job(job: tuple) -> bytes:
-    from .leaderboard_plots import render_plot_png
+    from .plots import render_plot_png
 
     spec, version, prov = job
     return render_plot_png(spec, version=version, provenance=prov)
@@ -367,7 +368,6 @@ def _plot_job(job: tuple) -> bytes:
 
 def render_files(data: LeaderboardData, *, version: str, jobs: int = 1) -> dict[str, bytes]:
     """All leaderboard files except the manifest, as {relative path: bytes}."""
-    from .leaderboard import parallel_map
 
     files: dict[str, str | bytes] = {}
     plots: dict[str, bytes] = {}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .leaderboard import (MANIFEST_FILE, Cell, _finite, _manifest_files, _none_last,
-                          _precision_rank)
+from .build import MANIFEST_FILE, manifest_files
+from .cells import ScoreCell, finite, none_last, precision_rank
 
 __all__ = ["FolderDifference", "compare_folders", "CellChange", "diff_cells",
            "cells_from_csv_folder"]
@@ -33,8 +33,8 @@ def compare_folders(built: str | os.PathLike, committed: str | os.PathLike) -> l
     Compares every file of the fresh build and every file the committed MANIFEST.json lists.
     """
     built, committed = Path(built), Path(committed)
-    new = _manifest_files(built)
-    old = _manifest_files(committed)
+    new = manifest_files(built)
+    old = manifest_files(committed)
     diffs = []
     for rel in sorted(new | old):
         a, b = built / rel, committed / rel
@@ -68,7 +68,7 @@ class CellChange:
         return dataclasses.asdict(self)
 
 
-def diff_cells(old: Iterable[Cell], new: Iterable[Cell], *, include_within: bool = False
+def diff_cells(old: Iterable[ScoreCell], new: Iterable[ScoreCell], *, include_within: bool = False
                ) -> tuple[list[CellChange], int]:
     """Cells that changed beyond their stderr, plus added and removed cells.
 
@@ -109,12 +109,12 @@ def diff_cells(old: Iterable[Cell], new: Iterable[Cell], *, include_within: bool
         elif abs(delta) > 1e-12:
             within += 1
     order = {"changed": 0, "added": 1, "removed": 2}
-    changes.sort(key=lambda c: (order[c.status], c.task, c.series, c.size, _none_last(c.step),
-                                _precision_rank(c.precision), _none_last(c.shots)))
+    changes.sort(key=lambda c: (order[c.status], c.task, c.series, c.size, none_last(c.step),
+                                precision_rank(c.precision), none_last(c.shots)))
     return changes, within
 
 
-def cells_from_csv_folder(folder: str | os.PathLike) -> list[Cell]:
+def cells_from_csv_folder(folder: str | os.PathLike) -> list[ScoreCell]:
     """Cells read back from a built leaderboard folder's ``tasks/*.csv`` (for ``--diff DIR``)."""
     import csv
 
@@ -131,18 +131,18 @@ def cells_from_csv_folder(folder: str | os.PathLike) -> list[Cell]:
     return cells
 
 
-def _cell_from_csv(rec: Mapping[str, str]) -> Cell:
-    from .leaderboard_render import csv_unescape
+def _cell_from_csv(rec: Mapping[str, str]) -> ScoreCell:
+    from .render import csv_unescape
 
     def num(k):
         v = rec.get(k, "")
-        return _finite(v) if v not in ("", None) else None
+        return finite(v) if v not in ("", None) else None
 
     def integer(k):
         v = num(k)
         return None if v is None else int(v)
 
-    return Cell(task=csv_unescape(rec["task"]), series=csv_unescape(rec["series"]),
+    return ScoreCell(task=csv_unescape(rec["task"]), series=csv_unescape(rec["series"]),
                 size=csv_unescape(rec["size"]), step=integer("step"),
                 precision=csv_unescape(rec["precision"]), num_fewshot=integer("shots"),
                 metric=csv_unescape(rec.get("metric", "")), value=num("value"),

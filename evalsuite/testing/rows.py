@@ -10,7 +10,7 @@ import math
 import random
 from typing import Sequence
 
-from .records import ResultRow, compute_flops
+from ..records import ResultRow, compute_flops
 
 __all__ = ["synthetic_rows"]
 
