@@ -13,8 +13,9 @@ Variants (each in its own subprocess, so peak memory is measured per variant):
   ``TaskManager`` built once (over the local task folder only: the strongest form of the API loop).
 - ``cli``: the ``lm_eval`` command once per checkpoint (``--include_path`` to the local tasks).
 
-Tasks: arc_easy 5-shot, hellaswag, lambada_openai built from the real items in
-``../shared/data/benchmarks`` (see ``evalsuite/engine/local_tasks.py``). Models: random
+Tasks: arc_easy 5-shot, hellaswag, lambada_openai: the bundled tasks over the real items in
+``../shared/data/benchmarks``, exported as plain lm-eval YAML (``TaskRegistry.export_lm_eval_yaml``)
+so every variant, the ``lm_eval`` command included, reads the same task files. Models: random
 GPT-NeoX models from ``evalsuite.testing``, about 5M parameters: by default hidden 128, 4 layers
 and a 16k byte-level BPE vocabulary trained on LAMBADA's passages (``--tokenizer byte``: hidden
 256, 6 layers, 257 byte tokens), fp32 on CPU. Printed: wall-clock per variant and ratios, tokens fed to
@@ -84,7 +85,7 @@ def run_evalsuite(ckpts, task_dir, args) -> dict:
     """The evalsuite runner itself (``run_series``), as ``evalsuite run --include-path`` runs it:
     tasks built once, requests reused, the engine's model object reused across checkpoints, rows
     and per-sample files written to a scratch results folder."""
-    from evalsuite import runner
+    from evalsuite import run as runner
     from evalsuite.engine import lm as engine_lm
     from evalsuite.records import RunConfig
     from evalsuite.tasks.registry import TaskRegistry
@@ -271,14 +272,17 @@ def main(argv=None) -> int:
         print(f"benchmark data not found at {args.data} (expected ../shared/data/benchmarks; "
               "set EVALSUITE_SHARED_DATA or --data)", file=sys.stderr)
         return 2
-    from evalsuite.engine.local_tasks import write_local_tasks
+    from evalsuite.tasks import TaskRegistry
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_engine_"))
     counts = {"es_arc_easy_5shot": round(300 * args.scale), "es_hellaswag": round(300 * args.scale),
               "es_lambada_openai": round(500 * args.scale)}
     task_dir = work / "tasks"
+    registry = TaskRegistry(data_dir=args.data)
     for task, n in counts.items():  # one folder, each task capped at its own item count
-        write_local_tasks(task_dir, args.data, tasks=(task,), max_items=max(1, n))
+        bundled = task.removeprefix("es_").removesuffix("_5shot")
+        registry.export_lm_eval_yaml(bundled, task_dir, task_name=task, max_items=max(1, n),
+                                     overrides={"num_fewshot": 5} if task.endswith("_5shot") else None)
     if args.hidden_size is None:
         args.hidden_size = 128 if args.tokenizer == "bpe" else 256
     if args.num_layers is None:

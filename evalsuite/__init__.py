@@ -12,7 +12,7 @@ _LAZY = {
     "detect_emergence": "evalsuite.scaling", "predict_sizes": "evalsuite.scaling",
     "backtest": "evalsuite.scaling", "import_results": "evalsuite.importer",
     "discover_series": "evalsuite.series", "TaskRegistry": "evalsuite.tasks.registry",
-    "run_series": "evalsuite.runner", "build_leaderboard": "evalsuite.leaderboard",
+    "run_series": "evalsuite.run", "build_leaderboard": "evalsuite.leaderboard",
 }
 
 __all__ = ["__version__", "Checkpoint", "ResultRow", "RunConfig", "TaskSpec", "compute_flops",

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .records import ResultRow, compute_flops, config_hash
+from .records import ResultRow, compute_flops, config_hash, metric_higher_is_better
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,6 @@ TASK_METRICS: dict[str, tuple[str, float] | None] = {
 }
 MMLU_PREFIXES = ("hendrycksTest-", "mmlu_")
 UNSCORED_PREFIXES = ("crows_pairs",)
-LOWER_IS_BETTER = {"ppl", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte",
-                   "likelihood_difference"}
 
 
 def task_metric(task: str, overrides: Mapping[str, Any] | None = None) -> tuple[str, float] | None:
@@ -442,7 +440,7 @@ def read_result_file(path: str | os.PathLike, mapping: Mapping[str, Any] | None 
                 is_primary=is_primary, value=value, stderr=stderrs.get(metric),
                 n_samples=n_primary if metric in ("acc", "acc_norm") else None,
                 num_fewshot=n_shot, chance=chance,
-                higher_is_better=metric not in LOWER_IS_BETTER,
+                higher_is_better=metric_higher_is_better(metric),
                 limit=limit, batch_size=str(config.get("batch_size")),
                 engine=str(config.get("model")), device=None, cell_key=cell,
                 config_hash=config_hash({"model_args": config.get("model_args"),

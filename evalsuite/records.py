@@ -11,7 +11,9 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Hashable, Iterable, Mapping, TypeVar
+
+T = TypeVar("T")
 
 #: Version of the result-row schema written to ``results/``. Bump on any change to ResultRow.
 SCHEMA_VERSION = 3
@@ -140,6 +142,19 @@ class RunConfig:
     skip_bad_items: bool = False
 
 
+#: Metric names where lower is better: perplexities, bits per byte, TER, a loss, and the
+#: CrowS-Pairs likelihood difference. Used where lm-eval's task object (which knows each
+#: metric's direction) is not at hand: imported result files and fits of stored rows.
+LOWER_IS_BETTER = frozenset({"ppl", "perplexity", "word_perplexity", "byte_perplexity",
+                             "bits_per_byte", "likelihood_difference", "loss", "ter"})
+
+
+def metric_higher_is_better(metric: str) -> bool:
+    """Direction of a metric by name (``metric`` or ``metric/filter``): False for the
+    :data:`LOWER_IS_BETTER` names, True otherwise (and for no name)."""
+    return not metric or str(metric).split("/", 1)[0] not in LOWER_IS_BETTER
+
+
 def config_hash(obj: Mapping[str, Any]) -> str:
     """Stable short hash of a JSON-able mapping (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
@@ -166,7 +181,7 @@ class ResultRow:
     ``checkpoint_revision`` say where the weights came from (local folder or hub id and
     revision); ``tokenizer_hash``, ``data_fingerprint`` (the documents actually scored) and
     ``task_fingerprint`` (the resolved lm-eval task config) are the inputs that entered
-    ``cell_key`` (:mod:`evalsuite.keys`); ``n_skipped_items`` counts records dropped by
+    ``cell_key`` (:mod:`evalsuite.run.keys`); ``n_skipped_items`` counts records dropped by
     ``--skip-bad-items``.
     """
 
@@ -235,3 +250,37 @@ class ResultRow:
 
 RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
 _RESULT_FIELDS = frozenset(RESULT_COLUMNS)
+
+
+# ---- the final checkpoint of each size ------------------------------------------------------
+
+def step_rank(step: int | float | None) -> tuple[int, float]:
+    """Sort key of a training step. A checkpoint without a step (a released folder, a hub id
+    without a revision) is the final model, so it ranks after every numbered step."""
+    if step is None or (isinstance(step, float) and math.isnan(step)):
+        return (1, 0.0)
+    return (0, float(step))
+
+
+def latest_by(items: Iterable[T], key: Callable[[T], Hashable],
+              step: Callable[[T], Any] = lambda item: item.step) -> dict[Hashable, T]:
+    """For each ``key``, the first item at its latest step (:func:`step_rank`). The one
+    "final checkpoint per size" rule, for records; :func:`final_step_mask` is it for frames."""
+    out: dict[Hashable, T] = {}
+    for item in items:
+        k = key(item)
+        if k not in out or step_rank(step(item)) > step_rank(step(out[k])):
+            out[k] = item
+    return out
+
+
+def final_step_mask(frame, by: tuple[str, ...] = ("series", "size")):
+    """Boolean mask of a result frame's rows at the latest step of each ``by`` group, by the
+    rule of :func:`step_rank` (a row without a step is the final one)."""
+    import pandas as pd
+
+    if not len(frame):
+        return pd.Series(True, index=frame.index, dtype=bool)
+    steps = pd.to_numeric(frame["step"], errors="coerce").fillna(math.inf)
+    last = steps.groupby([frame[c] for c in by]).transform("max")
+    return steps == last

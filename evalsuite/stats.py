@@ -15,7 +15,11 @@ The draws here are lm-eval's own: Python's Mersenne Twister state for seed ``i``
 numpy's MT19937 (public ``getstate``/``state`` APIs) and ``floor(random() * n)`` is what
 ``Random.choices`` computes, so the resampled indices, and the stderrs, are identical
 (``tests/test_stats.py``), and the statistic is vectorised over resamples where it can be.
-Nothing here imports lm-eval or torch.
+The module is also the one home of every other resampling in evalsuite: the paired bootstrap
+and sign test of a precision comparison, and the refit bootstrap (:func:`bootstrap_refits`) with
+its percentile intervals (:func:`percentile_interval`) behind the scaling-law fits, the size x
+tokens law, the emergence onset and the observational predictions. Nothing here imports lm-eval
+or torch.
 """
 
 from __future__ import annotations
@@ -157,3 +161,100 @@ def metric_stderr(aggregation: str, items: Sequence[Any], bootstrap_iters: int,
         return None
     return float(np.std(values, ddof=1))
 
+
+
+# ---- paired comparisons (precision compare) --------------------------------------------------
+
+def _item_stat(metric: str, x, w):
+    """The metric over (resampled) items, as the runner computes it: a mean, or a corpus-level
+    ratio for perplexities and bits per byte (``x`` log-likelihoods, ``w`` words/bytes)."""
+    import numpy as np
+
+    if w is None:
+        return x.mean(axis=-1)
+    ll, ww = x.sum(axis=-1), w.sum(axis=-1)
+    if metric == "bits_per_byte":
+        return -ll / ww / math.log(2)
+    return np.exp(-ll / ww)
+
+
+def paired_bootstrap(metric: str, x_ref, x_new, w_ref=None, w_new=None, *, iters: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Delta (new - reference) of a metric over the same items, with a paired bootstrap interval.
+
+    Items are resampled with replacement, the same indices for both precisions (Efron and
+    Tibshirani, "An Introduction to the Bootstrap", ch. 13, percentile interval), so the
+    interval reflects only the disagreement between the two precisions, not item difficulty.
+    """
+    import numpy as np
+
+    x_ref, x_new = np.asarray(x_ref, float), np.asarray(x_new, float)
+    n = len(x_ref)
+    if n == 0 or len(x_new) != n:
+        raise ValueError("paired_bootstrap needs the same non-zero number of items on both sides")
+    wr = None if w_ref is None else np.asarray(w_ref, float)
+    wn = None if w_new is None else np.asarray(w_new, float)
+    ref = float(_item_stat(metric, x_ref, wr))
+    new = float(_item_stat(metric, x_new, wn))
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(iters)
+    chunk = max(1, min(iters, 4_000_000 // max(n, 1)))
+    for start in range(0, iters, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, iters - start), n))
+        deltas[start:start + len(idx)] = (
+            _item_stat(metric, x_new[idx], None if wn is None else wn[idx])
+            - _item_stat(metric, x_ref[idx], None if wr is None else wr[idx]))
+    deltas = deltas[np.isfinite(deltas)]
+    lo, hi = percentile_interval(deltas, level) if len(deltas) else (math.nan, math.nan)
+    return {"reference": ref, "value": new, "delta": new - ref, "lower": float(lo),
+            "upper": float(hi), "n": n}
+
+
+def sign_test(n_up: int, n_down: int) -> float:
+    """Exact two-sided sign (McNemar) test on the items that changed: P(a split at least this
+    uneven | each changed item equally likely to go either way)."""
+    from scipy.stats import binomtest
+
+    m = n_up + n_down
+    if m == 0:
+        return 1.0
+    return float(binomtest(min(n_up, n_down), m, 0.5, alternative="two-sided").pvalue)
+
+
+# ---- refit bootstraps (scaling laws, emergence onsets, observational predictions) ------------
+
+def percentile_interval(values, level: float, axis: int = 0) -> tuple[Any, Any]:
+    """The central ``level`` percentile interval of bootstrap values (Efron and Tibshirani,
+    "An Introduction to the Bootstrap", ch. 13): the (1 - level)/2 and 1 - (1 - level)/2
+    quantiles (numpy's default linear interpolation), along ``axis``."""
+    lo = np.quantile(values, (1 - level) / 2, axis=axis)
+    hi = np.quantile(values, 1 - (1 - level) / 2, axis=axis)
+    return lo, hi
+
+
+def bootstrap_refits(refit: Callable[[np.ndarray], Any], n_units: int, n_boot: int, rng, *,
+                     resample: bool = True, accept: Callable[[np.ndarray], bool] | None = None,
+                     max_tries: int | None = None, skip: tuple[type[BaseException], ...] = ()
+                     ) -> list[Any]:
+    """Refit on bootstrap resamples of ``n_units`` units (models, sizes), up to ``n_boot`` of them.
+
+    Each try draws ``n_units`` indices with replacement (``rng.integers(0, n, n)``; with
+    ``resample=False`` the indices are ``arange(n)`` and only ``refit``'s own draws vary, e.g.
+    noise on each point), drops a resample that ``accept`` rejects (too few distinct x for the
+    form) or whose ``refit(idx)`` raises one of ``skip``, and stops after ``n_boot`` results or
+    ``max_tries`` tries (default ``n_boot``: every try counts). The order of draws from ``rng``
+    is the caller's ``for`` loop's, so seeded results do not change when a loop moves here.
+    """
+    out: list[Any] = []
+    tries = 0
+    max_tries = n_boot if max_tries is None else max_tries
+    while len(out) < n_boot and tries < max_tries:
+        tries += 1
+        idx = rng.integers(0, n_units, n_units) if resample else np.arange(n_units)
+        if accept is not None and not accept(idx):
+            continue
+        try:
+            out.append(refit(idx))
+        except skip:
+            continue
+    return out

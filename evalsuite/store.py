@@ -22,7 +22,7 @@ read and the mismatch is reported.
 
 Legacy files: rows of ``schema_version`` < 3 were written before commits existed, by one write
 per cell, so they are accepted as committed without one (consecutive rows of one cell count as
-one write). Schema 3 re-keyed cells (:mod:`evalsuite.keys`), so a run never treats a legacy
+one write). Schema 3 re-keyed cells (:mod:`evalsuite.run.keys`), so a run never treats a legacy
 cell as its own; they stay readable for leaderboards and fits.
 
 Every row is validated on read against the ResultRow fields (types from its annotations; a

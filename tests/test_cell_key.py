@@ -1,6 +1,6 @@
 """The cell key sees every input that changes a number, and nothing that does not.
 
-Each ingredient of :mod:`evalsuite.keys` is changed in turn and the cell must be re-scored;
+Each ingredient of :mod:`evalsuite.run.keys` is changed in turn and the cell must be re-scored;
 each non-ingredient (batch size, device, engine) is changed and the cell must be skipped. The
 end-to-end cases ran "nothing to do" and kept stale scores before the key was widened.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from evalsuite.cli import main
-from evalsuite.keys import fingerprint_task
+from evalsuite.run.keys import fingerprint_task
 from evalsuite.records import RunConfig
 from evalsuite.tasks.registry import TaskRegistry
-from evalsuite.runner import RunError, plan_cells, unique_checkpoints
+from evalsuite.run.plan import RunError, plan_cells, unique_checkpoints
 from evalsuite.series import discover_series
 from evalsuite.store import ResultStore
 from evalsuite.testing import build_tiny_model
@@ -99,9 +99,9 @@ def test_tokenizer_weights_and_config_are_ingredients(model, data_dir, tmp_path)
 
 def test_lm_eval_version_and_task_config_are_ingredients(model, data_dir, tmp_path, monkeypatch):
     k0 = _key(model, data_dir)
-    import evalsuite.runner as runner
+    import evalsuite.run.plan as plan
 
-    monkeypatch.setattr(runner, "lm_eval_version", lambda: "99.0")
+    monkeypatch.setattr(plan, "lm_eval_version", lambda: "99.0")
     assert _key(model, data_dir) != k0
     monkeypatch.undo()
     inc = tmp_path / "inc"

@@ -1,7 +1,8 @@
 """The engine gives lm-eval HFLM's numbers: per request, per greedy flag, per metric.
 
-Both LMs score the same lm-eval tasks (built from the real items in ../shared/data/benchmarks)
-through ``lm_eval.simple_evaluate`` with a small random GPT-NeoX model in fp32 on CPU.
+Both LMs score the same lm-eval tasks (the bundled tasks exported as plain lm-eval YAML over the
+real items in ../shared/data/benchmarks, ``TaskRegistry.export_lm_eval_yaml``) through
+``lm_eval.simple_evaluate`` with a small random GPT-NeoX model in fp32 on CPU.
 
 Tolerance: the issue asks for 1e-4 nats per request. Summed fp32 log-likelihoods of
 continuations of a hundred-odd tokens are around -500, where one fp32 ulp is 6e-5 and
@@ -21,6 +22,17 @@ from conftest import shared_data_path
 LIMIT = 16
 TASKS = ("es_arc_easy", "es_arc_easy_5shot", "es_hellaswag", "es_piqa", "es_lambada_openai",
          "es_winogrande", "es_arithmetic_2da", "es_arithmetic_2da_gen")
+#: exported task -> (bundled task, lm-eval keys changed): a 5-shot variant, and a generative one
+#: for the engine's greedy decoding.
+EXPORTS = {"es_arc_easy": ("arc_easy", {}), "es_arc_easy_5shot": ("arc_easy", {"num_fewshot": 5}),
+           "es_hellaswag": ("hellaswag", {}), "es_piqa": ("piqa", {}),
+           "es_lambada_openai": ("lambada_openai", {}), "es_winogrande": ("winogrande", {}),
+           "es_arithmetic_2da": ("arithmetic_2da", {}),
+           "es_arithmetic_2da_gen": ("arithmetic_2da", {
+               "output_type": "generate_until",
+               "generation_kwargs": {"until": ["\n"], "max_gen_toks": 8, "do_sample": False},
+               "metric_list": [{"metric": "exact_match", "aggregation": "mean",
+                                "higher_is_better": True}]})}
 PRIMARY = {"es_arc_easy": "acc,none", "es_arc_easy_5shot": "acc,none", "es_hellaswag": "acc,none",
            "es_piqa": "acc,none", "es_lambada_openai": "acc,none", "es_winogrande": "acc,none",
            "es_arithmetic_2da": "acc,none", "es_arithmetic_2da_gen": "exact_match,none"}
@@ -55,11 +67,14 @@ def tiny_model(request, tmp_path_factory):
 def task_manager(tmp_path_factory):
     from lm_eval.tasks import TaskManager
 
-    from evalsuite.engine.local_tasks import write_local_tasks
+    from evalsuite.tasks import TaskRegistry
 
-    data = shared_data_path("benchmarks")
-    folder = write_local_tasks(tmp_path_factory.mktemp("tasks"), data, tasks=TASKS,
-                               max_items=LIMIT + 5, max_gen_toks=8)
+    registry = TaskRegistry(data_dir=shared_data_path("benchmarks"))
+    folder = tmp_path_factory.mktemp("tasks")
+    for name in TASKS:
+        task, overrides = EXPORTS[name]
+        registry.export_lm_eval_yaml(task, folder, task_name=name, max_items=LIMIT + 5,
+                                     overrides=overrides)
     return TaskManager(include_path=str(folder), include_defaults=False)
 
 

@@ -159,7 +159,7 @@ def test_change_beyond_what_the_format_allows_is_caught(tiny):
     """A quantizer that ignores the requested block size or bit width is caught by the bound."""
     import torch
 
-    from evalsuite.precision import _check_expected
+    from evalsuite.precision.apply import _check_expected
 
     spec = parse_precision("int8-b32")
     w0 = torch.randn(4, 64)

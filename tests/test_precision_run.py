@@ -167,9 +167,10 @@ def test_partial_overflow_is_left_out_of_the_mean():
 
     import pandas as pd
 
-    from evalsuite.keys import TaskFingerprint
+    from evalsuite.run.keys import TaskFingerprint
     from evalsuite.records import Checkpoint, RunConfig, TaskSpec
-    from evalsuite.runner import Cell, cell_statistics, rows_for_cell
+    from evalsuite.run.plan import Cell
+    from evalsuite.run.rows import cell_statistics, rows_for_cell
 
     class _Task:  # what cell_statistics reads of an lm-eval task
         config = type("C", (), {"filter_list": None})()
@@ -193,3 +194,37 @@ def test_partial_overflow_is_left_out_of_the_mean():
     assert row.n_nonfinite == 2 and row.n_samples == 3
     assert row.value == pytest.approx(2 / 3)
     assert row.bits_per_param == 16.0 and row.model_bits == 1600.0
+
+
+def test_each_metric_direction_is_lm_evals():
+    """A secondary metric's higher_is_better is what the lm-eval task says, never a guess from
+    its name: before, any metric containing "ter" (``letter_acc``) was marked lower-is-better."""
+    from lm_eval.api.metrics import mean
+
+    from evalsuite.records import Checkpoint, RunConfig, TaskSpec
+    from evalsuite.run.keys import TaskFingerprint
+    from evalsuite.run.plan import Cell
+    from evalsuite.run.rows import cell_statistics, rows_for_cell
+
+    class _Task:
+        config = type("C", (), {"filter_list": None})()
+
+        @staticmethod
+        def aggregation():
+            return {"acc": mean, "letter_acc": mean, "word_perplexity": mean}
+
+        @staticmethod
+        def higher_is_better():
+            return {"acc": True, "letter_acc": True, "word_perplexity": False}
+
+    ck = Checkpoint(series="t", size="s", step=1, source="x", n_params=100, precision="fp32")
+    spec = TaskSpec(name="t1", lm_eval_task="t1", primary_metric="acc", chance=0.25)
+    samples = [{"doc_id": i, "filter": "none", "resps": [[(-1.0, False)]], "acc": a,
+                "letter_acc": a, "word_perplexity": 2.0} for i, a in enumerate([1, 0, 1])]
+    config = RunConfig(tasks=("t1",))
+    scores = cell_statistics(_Task(), samples, {"acc,none": 2 / 3, "letter_acc,none": 2 / 3,
+                                                "word_perplexity,none": 2.0}, config)
+    rows = rows_for_cell(Cell(ck, spec, "k", TaskFingerprint("c", "d", 5)), scores, config,
+                         wall_time_s=1.0, batch_size="1", versions={})
+    assert {r.metric: r.higher_is_better for r in rows} == {
+        "acc": True, "letter_acc": True, "word_perplexity": False}

@@ -263,13 +263,13 @@ def test_ray_flags_need_executor_ray(series, data_dir, tmp_path, capsys):
 # ---- one process's cache: built tasks and the last model are reused between groups ---------------
 
 def test_worker_reuses_tasks_and_model_between_groups(series, data_dir):
-    from evalsuite import ray_executor
+    from evalsuite.run.executors import ray as ray_executor
     from evalsuite.records import RunConfig
     from evalsuite.tasks.registry import TaskRegistry
-    from evalsuite.runner import group_cells, plan_cells
+    from evalsuite.run.plan import group_cells, plan_cells
     from evalsuite.series import discover_series
 
-    from evalsuite.keys import fingerprint_task
+    from evalsuite.run.keys import fingerprint_task
 
     registry = TaskRegistry(data_dir=data_dir)
     config = RunConfig(tasks=("copa",), limit=4, engine="evalsuite")
@@ -292,7 +292,7 @@ def test_worker_reuses_tasks_and_model_between_groups(series, data_dir):
 # ---- the GPU path, checked on CPU ----------------------------------------------------------------
 
 def test_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu():
-    from evalsuite.runner import resolve_auto_precision
+    from evalsuite.run.plan import resolve_auto_precision
 
     assert resolve_auto_precision("auto", "cuda") == "bf16"
     assert resolve_auto_precision("auto", "cuda:1") == "bf16"

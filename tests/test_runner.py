@@ -111,7 +111,7 @@ def test_same_numbers_as_lm_eval_simple_evaluate(series, data_dir, tmp_path, tas
     import lm_eval
 
     from evalsuite.tasks.registry import TaskRegistry
-    from evalsuite.runner import empty_task_manager
+    from evalsuite.run.evaluate import empty_task_manager
 
     ckpt = series / "tiny-14k" / "step200"
     results = tmp_path / "res"

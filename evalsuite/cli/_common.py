@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 
@@ -15,6 +17,19 @@ class CliError(Exception):
 def add_results_arg(parser) -> None:
     parser.add_argument("--results", default="results", metavar="DIR",
                         help="results folder (default: results/)")
+
+
+def add_data_args(p) -> None:
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="local benchmark data laid out like ../shared/data/benchmarks "
+                        "(default: $EVALSUITE_DATA_DIR; none = lm-eval's hub datasets)")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                   help="folder of user task YAMLs (repeatable)")
+
+
+def data_dir_from(args) -> str | None:
+    value = args.data_dir or os.environ.get("EVALSUITE_DATA_DIR")
+    return str(Path(value)) if value else None
 
 
 def add_json_arg(parser) -> None:

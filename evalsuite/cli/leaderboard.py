@@ -105,7 +105,7 @@ def _write_error(out: str, e: Exception) -> str:
 
 def run(args) -> int:
     from ..leaderboard import (MANIFEST_FILE, build_leaderboard, check_output_folder,
-                               default_jobs, read_manifest)
+                               default_jobs, read_leaderboard_manifest)
     from ..leaderboard.diff import compare_folders
 
     args.results = args.results or ["results"]
@@ -126,12 +126,12 @@ def run(args) -> int:
             with tempfile.TemporaryDirectory(prefix="evalsuite-leaderboard-") as tmp:
                 build_leaderboard(rows, tmp, **opts)
                 diffs = compare_folders(tmp, out)
-                env_now = read_manifest(tmp).get("environment", {})
+                env_now = read_leaderboard_manifest(tmp).get("environment", {})
         except OSError as e:
             raise CliError(f"cannot build the leaderboards in a temporary folder to compare with "
                            f"{out}/: {_os_reason(e)}; free space in {tempfile.gettempdir()} or "
                            "point TMPDIR at a writable folder with room") from e
-        env_then = read_manifest(out).get("environment", {})
+        env_then = read_leaderboard_manifest(out).get("environment", {})
         if not diffs:
             print(f"leaderboard check: {out}/ is up to date with {', '.join(args.results)} "
                   f"({len(rows)} rows).")

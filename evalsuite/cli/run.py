@@ -7,20 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import CliError, add_json_arg, add_results_arg, iter_progress, parse_list
-
-
-def add_data_args(p) -> None:
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="local benchmark data laid out like ../shared/data/benchmarks "
-                        "(default: $EVALSUITE_DATA_DIR; none = lm-eval's hub datasets)")
-    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
-                   help="folder of user task YAMLs (repeatable)")
-
-
-def data_dir_from(args) -> str | None:
-    value = args.data_dir or os.environ.get("EVALSUITE_DATA_DIR")
-    return str(Path(value)) if value else None
+from ._common import (CliError, add_data_args, add_json_arg, add_results_arg, data_dir_from,
+                      iter_progress, parse_list)
 
 
 def register(sub) -> None:
@@ -87,8 +75,8 @@ def ray_options_from(args):
                 raise CliError(f"--{flag.replace('_', '-')} applies to --executor ray; add "
                                "--executor ray or drop it")
         return None
-    from ..ray_executor import RayOptions, import_ray
-    from ..runner import RunError
+    from ..run.executors.ray import RayOptions, import_ray
+    from ..run import RunError
 
     try:
         import_ray()
@@ -145,7 +133,7 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
     """Shared by `run` and `demo`."""
     from ..tasks.adapters import DataError
     from ..tasks.registry import TaskError
-    from ..runner import RunError, run_series
+    from ..run import RunError, run_series
     from ..store import ResultStore, StoreError
     from .series import report_problems, scan_series
     from .tasks import make_registry, resolve_specs

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._common import CliError, add_json_arg, emit_records, parse_list
+from ._common import CliError, add_data_args, add_json_arg, data_dir_from, emit_records, parse_list
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tasks", help="list tasks (bundled, --include-path, or lm-eval names)")
+    p = sub.add_parser("tasks", help="list tasks (bundled, --include-path, or lm-eval names), "
+                                     "or export them as plain lm-eval YAML")
     p.add_argument("names", nargs="*", help="describe these tasks (any lm-eval task name works)")
-    p.add_argument("--include-path", action="append", default=[], metavar="DIR",
-                   help="folder of user task YAMLs (repeatable)")
+    add_data_args(p)
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="write each named task as a plain lm-eval task YAML (with its local data "
+                        "when --data-dir is given) into DIR, for `lm_eval --include_path DIR`")
+    p.add_argument("--prefix", default="",
+                   help="with --export: prefix of the exported task names (e.g. es_), so they "
+                        "never shadow lm-eval's own tasks of the same name")
+    p.add_argument("--max-items", type=int, default=None, metavar="N",
+                   help="with --export and local data: keep the first N evaluation records")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -38,11 +46,33 @@ def resolve_specs(registry, names):
 
 
 def run(args) -> int:
-    registry = make_registry(args.include_path)
+    registry = make_registry(args.include_path, data_dir_from(args))
     names = [n for arg in args.names for n in parse_list(arg)] or registry.names()
     specs = resolve_specs(registry, names)
+    if args.export:
+        return export(registry, names, args)
     records = [{k: v for k, v in dataclasses.asdict(s).items() if k != "description"} |
                {"description": s.description} for s in specs]
     cols = ["name", "lm_eval_task", "output_type", "primary_metric", "chance", "version", "source"]
     emit_records(records, columns=None if args.json else cols, as_json=args.json)
+    return 0
+
+
+def export(registry, names, args) -> int:
+    """``--export DIR``: one plain lm-eval YAML per task (and its data), a line per file."""
+    from ..tasks import DataError, TaskError
+
+    records = []
+    for name in names:
+        try:
+            path = registry.export_lm_eval_yaml(name, args.export, task_name=args.prefix + name,
+                                                max_items=args.max_items)
+        except (TaskError, DataError) as e:
+            raise CliError(f"cannot export {name}: {e}") from e
+        records.append({"task": name, "lm_eval_task": args.prefix + name, "yaml": str(path)})
+    emit_records(records, as_json=args.json)
+    if not args.json:
+        print(f"run them with stock lm-eval: lm_eval --include_path {args.export} --tasks "
+              f"{','.join(r['lm_eval_task'] for r in records)} --model hf --model_args "
+              "pretrained=<model>")
     return 0

@@ -22,7 +22,8 @@ from . import loading
 from .generation import generate_greedy
 from .packing import ScoreUnit, truncate_unit
 from .scoring import Scorer
-from .tokens import TokenCache, fingerprint_tokenizer, hash_tokenizer_files
+from ..series import hash_tokenizer_files
+from .tokens import TokenCache, fingerprint_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
-# Files that can define a Hugging Face tokenizer; hashing their bytes is a cheap first check
-# before loading a tokenizer at all.
-from ..series import TOKENIZER_FILES, hash_tokenizer_files  # noqa: F401 - one definition
+# The files that define a tokenizer, and their hash, live in ``evalsuite.series``
+# (``TOKENIZER_FILES``, ``hash_tokenizer_files``): one list, read before any tokenizer loads.
 
 
 def fingerprint_tokenizer(tokenizer, add_bos_token: bool | None = None) -> str:

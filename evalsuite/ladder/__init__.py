@@ -8,11 +8,11 @@ items, with log-spaced checkpoints in ``models/ladder/<size>/step<N>/``. See
 
 from .data import (MIX, DecontaminationReport, Item, iter_items, load_test_contexts,
                    normalise_context)
-from .sizes import LADDER_SIZES, LadderSize, build_config, count_params, size_by_label
+from .sizes import LADDER_SIZES, LadderSize, build_config, count_model_params, size_by_label
 from .tokenizer import build_digit_tokenizer
 from .train import TrainSettings, build_token_stream, checkpoint_steps, train_ladder, train_size
 
 __all__ = ["MIX", "DecontaminationReport", "Item", "iter_items", "load_test_contexts",
-           "normalise_context", "LADDER_SIZES", "LadderSize", "build_config", "count_params",
+           "normalise_context", "LADDER_SIZES", "LadderSize", "build_config", "count_model_params",
            "size_by_label", "build_digit_tokenizer", "TrainSettings", "build_token_stream",
            "checkpoint_steps", "train_ladder", "train_size"]

@@ -55,7 +55,7 @@ def build_config(size: LadderSize, *, vocab_size: int, eos_id: int, max_position
         bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id)
 
 
-def count_params(model) -> tuple[int, int]:
+def count_model_params(model) -> tuple[int, int]:
     """(total, non-embedding) parameter counts of a GPT-NeoX model."""
     total = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .data import DecontaminationReport, iter_items, load_test_contexts, pack_sequences
-from .sizes import LADDER_SIZES, LadderSize, build_config, count_params
+from .sizes import LADDER_SIZES, LadderSize, build_config, count_model_params
 from .tokenizer import build_digit_tokenizer
 
 
@@ -144,7 +144,7 @@ def train_size(size: LadderSize, stream: TokenStream, settings: TrainSettings, o
                           rotary_pct=settings.rotary_pct)
     model = GPTNeoXForCausalLM(config)
     model.train()
-    n_total, n_nonemb = count_params(model)
+    n_total, n_nonemb = count_model_params(model)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},

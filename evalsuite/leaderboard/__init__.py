@@ -6,11 +6,11 @@ predictions, emergence, via ``evalsuite.scaling``) -> ``plots`` and ``render`` -
 """
 
 from .build import (MANIFEST_FILE, build_leaderboard, check_output_folder, prepare_leaderboard,
-                    read_manifest, render_leaderboard)
+                    read_leaderboard_manifest, render_leaderboard)
 from .cells import ScoreCell, normalise_score, primary_cells, rows_digest
 from .parallel import default_jobs
 from .tables import LeaderboardData, Table
 
 __all__ = ["ScoreCell", "LeaderboardData", "Table", "prepare_leaderboard", "render_leaderboard",
            "build_leaderboard", "rows_digest", "primary_cells", "normalise_score",
-           "read_manifest", "default_jobs", "check_output_folder", "MANIFEST_FILE"]
+           "read_leaderboard_manifest", "default_jobs", "check_output_folder", "MANIFEST_FILE"]

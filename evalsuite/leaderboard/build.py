@@ -47,7 +47,7 @@ from .tables import LeaderboardData, precision_table, summary_table, task_slug, 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prepare_leaderboard", "render_leaderboard", "build_leaderboard", "read_manifest",
+__all__ = ["prepare_leaderboard", "render_leaderboard", "build_leaderboard", "read_leaderboard_manifest",
            "manifest_files", "check_output_folder", "build_environment", "MANIFEST_FILE"]
 
 MANIFEST_FILE = "MANIFEST.json"
@@ -112,7 +112,7 @@ def build_environment() -> dict[str, str]:
     return {pkg: package_version(pkg) for pkg in ("matplotlib", "numpy", "scipy", "pandas")}
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+def read_leaderboard_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         m = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
         return m if isinstance(m, dict) else {}

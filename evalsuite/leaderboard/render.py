@@ -23,6 +23,7 @@ import math
 import re
 from typing import Any, Mapping
 
+from ..records import latest_by
 from .parallel import parallel_map
 from .tables import LeaderboardData, Table
 
@@ -247,16 +248,11 @@ def _page_rows(table: Table) -> tuple[Table, str]:
     kept = "the first rows"
     if table.name.startswith("tasks/"):
         c = {name: i for i, name in enumerate(table.columns)}
-        latest: dict[tuple, Any] = {}
-        for r in rows:
-            k = (r[c["series"]], r[c["size"]], r[c["precision"]], r[c["shots"]])
-            step = r[c["step"]]
-            rank = (1, 0) if step is None else (0, step)
-            if k not in latest or rank > latest[k]:
-                latest[k] = rank
-        rows = tuple(r for r in rows if latest[(r[c["series"]], r[c["size"]], r[c["precision"]],
-                                               r[c["shots"]])] == ((1, 0) if r[c["step"]] is None
-                                                                   else (0, r[c["step"]])))
+        def key(r):
+            return (r[c["series"]], r[c["size"]], r[c["precision"]], r[c["shots"]])
+
+        latest = latest_by(rows, key=key, step=lambda r: r[c["step"]])
+        rows = tuple(r for r in rows if r[c["step"]] == latest[key(r)][c["step"]])
         kept = "the latest step of each series x size x precision x shots"
     if len(rows) > HTML_MAX_ROWS:
         rows, kept = rows[:HTML_MAX_ROWS], "the first rows"

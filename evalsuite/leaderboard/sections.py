@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..records import latest_by
 from .cells import digest_of, none_last, precision_rank
 from .parallel import parallel_map
 from .plots import Curve, PredictedPoint
@@ -65,14 +66,9 @@ def _normaliser(cells):
 
 
 def _final_per_size(cells) -> list:
-    last: dict[tuple, Any] = {}
-    for c in cells:
-        if c.compute_flops is None or c.compute_flops <= 0 or c.value is None:
-            continue
-        k = (c.size, c.n_params)
-        step = -1 if c.step is None else c.step
-        if k not in last or step > (-1 if last[k].step is None else last[k].step):
-            last[k] = c
+    usable = [c for c in cells
+              if c.compute_flops is not None and c.compute_flops > 0 and c.value is not None]
+    last = latest_by(usable, key=lambda c: (c.size, c.n_params))
     return sorted(last.values(), key=lambda c: (c.compute_flops, c.size))
 
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..records import latest_by
 from .cells import ScoreCell, digest_of, none_last, precision_rank
 
 __all__ = ["Table", "LeaderboardData", "TASK_COLUMNS", "TASK_FORMATS", "task_table", "summary_table",
@@ -75,12 +76,8 @@ def summary_table(cells: Sequence[ScoreCell]) -> Table:
             return f"{c.task} ({'?' if c.num_fewshot is None else c.num_fewshot}-shot)"
         return c.task
 
-    latest: dict[tuple, tuple] = {}
-    for c in cells:
-        k = (c.series, c.size, c.precision)
-        step_rank = none_last(c.step)
-        if k not in latest or step_rank > latest[k][0]:
-            latest[k] = (step_rank, c.step, c.n_params, c.compute_flops)
+    latest = {k: (None, c.step, c.n_params, c.compute_flops)
+              for k, c in latest_by(cells, key=lambda c: (c.series, c.size, c.precision)).items()}
     task_cols = sorted({column(c) for c in cells})
     values: dict[tuple, dict[str, float | None]] = {k: {} for k in latest}
     scores: dict[tuple, list[float]] = {k: [] for k in latest}
@@ -124,11 +121,8 @@ def precision_table(cells: Sequence[ScoreCell]) -> tuple[Table | None, str]:
     with_bits = [c for c in cells if c.model_bits is not None and c.plot_value is not None]
     if not with_bits:
         return None, "no precision data: no result row has model_bits."
-    latest: dict[tuple, ScoreCell] = {}
-    for c in with_bits:
-        k = (c.task, c.series, c.size, c.precision, c.num_fewshot)
-        if k not in latest or none_last(c.step) > none_last(latest[k].step):
-            latest[k] = c
+    latest = latest_by(with_bits, key=lambda c: (c.task, c.series, c.size, c.precision,
+                                                 c.num_fewshot))
     by_task: dict[tuple, list[ScoreCell]] = {}
     for c in latest.values():
         by_task.setdefault((c.task, c.num_fewshot), []).append(c)

@@ -46,6 +46,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..records import final_step_mask
+from ..stats import bootstrap_refits, percentile_interval
 from .fit import FitError
 
 __all__ = ["EmergenceResult", "detect_emergence", "classify_curve", "emergence_table",
@@ -201,17 +203,17 @@ def _onset_interval(u, y, se, n_boot, seed, level=0.9):
         return None, None
     rng = np.random.default_rng(seed)
     n = len(y)
-    ons = []
-    for _ in range(n_boot):
-        idx = np.sort(rng.integers(0, n, n))
-        if len(np.unique(u[idx])) < 4:
-            continue
+
+    def onset(idx):
+        idx = np.sort(idx)
         yb = y[idx] + rng.standard_normal(n) * se[idx]
-        ons.append(_ramp(u[idx], yb, 1.0 / se[idx], n_grid=25)[0])
+        return _ramp(u[idx], yb, 1.0 / se[idx], n_grid=25)[0]
+
+    ons = bootstrap_refits(onset, n, n_boot, rng, accept=lambda idx: len(np.unique(u[idx])) >= 4)
     if not ons:
         return None, None
-    q = np.quantile(ons, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(10 ** q[0]), float(10 ** q[1])
+    lo, hi = percentile_interval(ons, level)
+    return float(10 ** lo), float(10 ** hi)
 
 
 def _companion_values(rows: pd.DataFrame) -> pd.DataFrame:
@@ -314,11 +316,7 @@ def emergence_table(frame: pd.DataFrame, *, series: str | None = None, across: s
 
 
 def _final(f: pd.DataFrame) -> pd.DataFrame:
-    if f.empty:
-        return f
-    steps = pd.to_numeric(f["step"], errors="coerce").fillna(-1)
-    last = steps.groupby([f["series"], f["size"]]).transform("max")
-    return f[steps == last]
+    return f[final_step_mask(f)]
 
 
 def _target_logprob(loglikelihoods, target) -> float:

@@ -49,6 +49,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from ..records import final_step_mask, metric_higher_is_better
+from ..stats import bootstrap_refits, percentile_interval
 from .laws import LAWS, Law, get_law
 
 __all__ = ["ScalingLaw", "ScalingFit", "Prediction", "FitError", "fit_scaling_law",
@@ -58,8 +60,6 @@ __all__ = ["ScalingLaw", "ScalingFit", "Prediction", "FitError", "fit_scaling_la
 #: form names that choose a form rather than name one
 SELECTORS = ("auto", "aicc", "bic")
 X_COLUMNS = ("compute_flops", "n_params", "n_params_nonembedding", "tokens_seen", "model_bits")
-LOSS_METRICS = {"ppl", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "loss",
-                "likelihood_difference"}
 
 
 class FitError(ValueError):
@@ -150,7 +150,6 @@ class ScalingFit:
             raise ValueError(f"predict: x ({self.x_name}) must be finite and > 0, got {x!r}")
         u = np.log10(xa)
         mean = self._clip(self.law(u, self.theta, self.u_ref, self.sign))
-        lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
         rng = np.random.default_rng(seed)
         if self.boot_params.size:
             curves = np.stack([self.law(u, t, self.u_ref, self.sign) for t in self.boot_params])
@@ -166,8 +165,7 @@ class ScalingFit:
         else:
             noise_sd = np.full_like(curves, self.noise_sd)
         draws = self._clip(curves + rng.standard_normal(curves.shape) * noise_sd)
-        lower = np.quantile(draws, lo_q, axis=0)
-        upper = np.quantile(draws, hi_q, axis=0)
+        lower, upper = percentile_interval(draws, level)
         lower, upper = np.minimum(lower, mean), np.maximum(upper, mean)
         dist = np.maximum(u - self.u_range[1], 0.0) + np.maximum(self.u_range[0] - u, 0.0)
         extrap = dist > 1e-9
@@ -180,8 +178,8 @@ class ScalingFit:
         """Percentile bootstrap interval of each parameter."""
         if not self.boot_params.size:
             return {p: (math.nan, math.nan) for p in self.law.params}
-        q = np.quantile(self.boot_params, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0)
-        return {p: (float(q[0, i]), float(q[1, i])) for i, p in enumerate(self.law.params)}
+        lo, hi = percentile_interval(self.boot_params, level)
+        return {p: (float(lo[i]), float(hi[i])) for i, p in enumerate(self.law.params)}
 
     def summary(self, level: float = 0.9) -> dict[str, Any]:
         """JSON-ready description of the fit."""
@@ -357,9 +355,9 @@ class ScalingLaw:
         w = 1.0 / se_eff
         metric = str(frame["metric"].iloc[0]) if "metric" in frame.columns else None
         higher = bool(frame["higher_is_better"].iloc[0]) if "higher_is_better" in frame.columns \
-            else metric not in LOSS_METRICS
+            else metric_higher_is_better(metric)
         sign = -1.0 if higher else 1.0
-        bounded = bool(np.all((y >= 0) & (y <= 1))) and metric not in LOSS_METRICS
+        bounded = bool(np.all((y >= 0) & (y <= 1))) and metric_higher_is_better(metric)
         chance = None
         if "chance" in frame.columns:
             c = pd.to_numeric(frame["chance"], errors="coerce").dropna()
@@ -447,16 +445,12 @@ class ScalingLaw:
                 samples = samples[samples["task"] == frame["task"].iloc[0]]
             groups = {k: g["value"].to_numpy(float) for k, g in samples.groupby("checkpoint_id")}
             item_values = [groups.get(c) for c in frame["checkpoint_id"]]
-        out = []
-        tries = 0
-        while len(out) < self.n_boot and tries < 5 * self.n_boot:
-            tries += 1
-            if self.bootstrap in ("both", "models"):
-                idx = rng.integers(0, n, n)
-                if len(np.unique(np.round(u[idx], 9))) < law.n_params + 1:
-                    continue
-            else:
-                idx = np.arange(n)
+        resample = self.bootstrap in ("both", "models")
+
+        def enough_sizes(idx):
+            return len(np.unique(np.round(u[idx], 9))) >= law.n_params + 1
+
+        def refit(idx):
             yb = y[idx].copy()
             if self.bootstrap in ("both", "items"):
                 for j, i in enumerate(idx):
@@ -465,12 +459,12 @@ class ScalingLaw:
                         yb[j] = float(np.mean(vals[rng.integers(0, len(vals), len(vals))]))
                     else:
                         yb[j] = y[i] + rng.standard_normal() * se_eff[i]
-            try:
-                th = _fit_once(law, u[idx], yb, w[idx], u_ref, sign, chance, bounded,
-                               starts=[theta], max_nfev=100)
-            except FitError:
-                continue
-            out.append(th)
+            return _fit_once(law, u[idx], yb, w[idx], u_ref, sign, chance, bounded,
+                             starts=[theta], max_nfev=100)
+
+        out = bootstrap_refits(refit, n, self.n_boot, rng, resample=resample,
+                               accept=enough_sizes if resample else None,
+                               max_tries=5 * self.n_boot, skip=(FitError,))
         return np.array(out) if out else np.empty((0, law.n_params))
 
 
@@ -498,9 +492,7 @@ def select_points(frame: pd.DataFrame, *, task: str | None = None, series: str |
     if max_params is not None:
         f = f[f["n_params"].astype(float) <= max_params]
     if step == "final" and len(f):
-        steps = pd.to_numeric(f["step"], errors="coerce").fillna(-1)
-        last = steps.groupby([f["series"], f["size"]]).transform("max")
-        f = f[steps == last]
+        f = f[final_step_mask(f)]
     elif step not in (None, "all", "final"):
         f = f[f["step"] == int(step)]
     return f

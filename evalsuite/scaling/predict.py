@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from ..stats import bootstrap_refits, percentile_interval
 from .fit import FitError, Prediction, ScalingLaw, select_points
 
 __all__ = ["predict_sizes", "resolve_size", "SizeTokenLaw", "SizeTokenFit"]
@@ -82,8 +83,8 @@ class SizeTokenFit:
         p = np.clip(curves, 1e-3, 1 - 1e-3)
         sd = np.sqrt(p * (1 - p) / self.n_items) if self.n_items else self.noise_sd
         draws = np.clip(curves + rng.standard_normal(curves.shape) * sd, 0, 1)
-        lo = np.minimum(np.quantile(draws, (1 - level) / 2, axis=0), mean)
-        hi = np.maximum(np.quantile(draws, 1 - (1 - level) / 2, axis=0), mean)
+        lo, hi = percentile_interval(draws, level)
+        lo, hi = np.minimum(lo, mean), np.maximum(hi, mean)
         un = np.log10(n)
         dist = (np.maximum(un - math.log10(self.n_range[1]), 0)
                 + np.maximum(math.log10(self.n_range[0]) - un, 0))
@@ -136,14 +137,14 @@ class SizeTokenLaw:
         theta = solve(n, d, y, w, starts)
         rng = np.random.default_rng(self.seed)
         sizes = np.unique(n)
-        boots = []
-        for _ in range(self.n_boot):
-            pick = rng.choice(sizes, len(sizes))   # resample models (all steps of a size)
-            if len(np.unique(pick)) < 3:
-                continue
-            idx = np.concatenate([np.nonzero(n == s)[0] for s in pick])
+
+        def refit(pick):  # resample models (all steps of a size)
+            idx = np.concatenate([np.nonzero(n == s)[0] for s in sizes[pick]])
             yb = y[idx] + rng.standard_normal(len(idx)) / w[idx]
-            boots.append(solve(n[idx], d[idx], yb, w[idx], [theta]))
+            return solve(n[idx], d[idx], yb, w[idx], [theta])
+
+        boots = bootstrap_refits(refit, len(sizes), self.n_boot, rng,
+                                 accept=lambda pick: len(np.unique(pick)) >= 3)
         nitems = pd.to_numeric(frame.get("n_samples"), errors="coerce").dropna()
         return SizeTokenFit(
             params=dict(zip(("E", "A", "alpha", "B", "beta"), map(float, theta))), n_ref=n_ref,

@@ -46,7 +46,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -912,6 +912,88 @@ class TaskRegistry:
                 raise TaskError(f"task {name!r}: lm-eval cannot build it on the local data left "
                                 f"after dropping {len(bad)} bad record(s): {type(e).__name__}: {e}") from e
         return task
+
+    # -- exporting as plain lm-eval YAML
+    def export_lm_eval_yaml(self, name: str, out_dir: str | Path, *, task_name: str | None = None,
+                            max_items: int | None = None,
+                            overrides: Mapping[str, Any] | None = None) -> Path:
+        """Write task ``name`` as a plain lm-eval task YAML that stock lm-eval runs as it is
+        (``lm_eval --include_path OUT_DIR --tasks TASK_NAME``); returns the YAML's path.
+
+        The YAML ``include:``s lm-eval's own definition of the wrapped task (prompts, choices,
+        metrics, ``!function`` helpers resolve beside it, as in lm-eval) and replaces only what
+        :meth:`build` replaces: the task's name, its version, and, with a data folder, the data
+        source. The local records are converted by the same adapters and written once to
+        ``OUT_DIR/data/<task_name>.<split>.jsonl`` (lm-eval reads them with the ``json``
+        builder); splits the local data lacks are switched off as in :meth:`build`. The task is
+        built first, so a bad record fails here as it would in a run. ``task_name`` (default
+        ``name``) must differ from the lm-eval task's own name if both are to be indexed at
+        once; ``max_items`` keeps the first records of the evaluation split; ``overrides`` are
+        further lm-eval keys (``num_fewshot``, ``generation_kwargs``...).
+        """
+        spec = self.get(name)
+        task_name = task_name or name
+        out = Path(out_dir)
+        files = self._task_files()
+        data: dict[str, Any] = {}
+        base_path: Path | None = None
+        if name in files:
+            raw = _read_yaml(files[name][1])
+            if "evalsuite" in raw:
+                raise TaskError(f"task {name!r} carries an evalsuite: block, which stock lm-eval "
+                                "would refuse; export the lm-eval file it wraps instead")
+            data = (raw.get("data") or {}) if ("lm_eval_task" in raw or "lm_eval_config" in raw) \
+                else {}
+            if "lm_eval_config" in raw:  # a whole config, no code: written out as it is
+                base = self._inline_config(raw, files[name][1])
+            elif "lm_eval_task" in raw:
+                base_path = _builtin_index().path(spec.lm_eval_task)
+            else:
+                base_path = files[name][1]
+        else:
+            base_path = _builtin_index().path(spec.lm_eval_task)
+        if base_path is not None:
+            base = _read_task_chain(base_path, lenient_root=_lm_eval_tasks_dir()).config
+            doc: dict[str, Any] = {"include": str(Path(base_path).resolve()), "task": task_name}
+        else:
+            doc = {**base, "task": task_name}
+        meta = base.get("metadata")
+        if not _has_function(meta):
+            doc["metadata"] = {**(meta if isinstance(meta, dict) else {}), "version": spec.version}
+        if data.get("files") and self.data_dir is not None:
+            self.build(name)  # every record checked, as a run would
+            if self._skipped.get(name):
+                raise DataError(f"task {name!r}: {len(self._skipped[name])} bad record(s) in the "
+                                "local data; fix them before exporting (an export never drops "
+                                "records silently)")
+            records = read_split_files(self.data_dir, dict(data["files"]), data.get("adapter", "jsonl"))
+            eval_split = next((base[k] for k in ("test_split", "validation_split")
+                               if base.get(k) in records), None)
+            (out / "data").mkdir(parents=True, exist_ok=True)
+            data_files = {}
+            for split, recs in sorted(records.items()):
+                rows = recs.rows[:max_items] if (split == eval_split and max_items is not None) \
+                    else recs.rows
+                path = (out / "data" / f"{task_name}.{split}.jsonl").resolve()
+                with open(path, "w", encoding="utf-8") as fh:
+                    for row in rows:
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                data_files[split] = str(path)
+            doc.update({"dataset_path": "json", "dataset_name": None,
+                        "dataset_kwargs": {"data_files": data_files}})
+            doc.update({k: None for k in _SPLIT_KEYS
+                        if base.get(k) is not None and base[k] not in records})
+        elif max_items is not None:
+            raise TaskError(f"task {name!r}: max_items needs local data (a data folder and a task "
+                            "with data.files); lm-eval's own --limit caps hub data")
+        doc.update(dict(overrides or {}))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{task_name}.yaml"
+        header = (f"# lm-eval task {task_name}: evalsuite's task {name} (lm-eval's "
+                  f"{spec.lm_eval_task}), exported by TaskRegistry.export_lm_eval_yaml.\n")
+        path.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
+                        encoding="utf-8")
+        return path
 
     @staticmethod
     def _probe(name: str, records: dict[str, SplitRecords], eval_split: str, build_on):

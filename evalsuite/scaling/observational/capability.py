@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .obs_data import OBS_BENCHMARKS, ObsDataError
+from .data import OBS_BENCHMARKS, ObsDataError
 
 __all__ = ["CapabilityPCA", "FittedCapabilityPCA", "impute_low_rank", "FamilyEfficiency",
            "FittedFamilyEfficiency", "FamilyLine"]

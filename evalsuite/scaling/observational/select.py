@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .obs_capability import FamilyEfficiency, FittedCapabilityPCA
-from .obs_data import ObsDataError
+from .capability import FamilyEfficiency, FittedCapabilityPCA
+from .data import ObsDataError
 
 __all__ = ["FamilySelection", "select_families", "place_models"]
 

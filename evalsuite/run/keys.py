@@ -40,7 +40,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .records import Checkpoint, RunConfig, TaskSpec, config_hash
+from ..records import Checkpoint, RunConfig, TaskSpec, config_hash
 
 #: Fields of a resolved lm-eval task config that never change a number.
 _CONFIG_IGNORED = {"custom_dataset", "metadata"}
@@ -125,7 +125,7 @@ def fewshot_pool_size(task_obj, fewshot: list | None, n_eval: int) -> int | None
 
 
 def lm_eval_version() -> str:
-    from .versions import package_version
+    from ..versions import package_version
 
     return package_version("lm_eval")
 

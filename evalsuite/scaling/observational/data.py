@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..records import compute_flops
+from ...records import compute_flops
 
 __all__ = [
     "OBS_BENCHMARKS", "PAPER_FAMILIES", "PREREGISTERED_MODELS", "OBS_COLUMN_MAPPING",

@@ -30,8 +30,9 @@ import pandas as pd
 from scipy.optimize import least_squares
 from scipy.special import expit
 
-from .obs_capability import CapabilityPCA, FamilyEfficiency, FittedCapabilityPCA
-from .obs_data import ObsDataError
+from ...stats import bootstrap_refits, percentile_interval
+from .capability import CapabilityPCA, FamilyEfficiency, FittedCapabilityPCA
+from .data import ObsDataError
 
 __all__ = ["SigmoidRegression", "FittedSigmoid", "ObservationalPredictor",
            "FittedObservationalPredictor", "BacktestResult", "backtest_target", "split_by_flops",
@@ -89,15 +90,14 @@ class FittedSigmoid:
         z = (np.where(ok[:, None], x, 0.0) - self.x_mean) / self.x_scale
         mean = _sigmoid_curve(self.theta, z, self.floor_free)
         out = pd.DataFrame({"mean": mean})
-        alpha = (1 - level) / 2
         if self.boot_theta.shape[0]:
             boots = np.stack([_sigmoid_curve(t, z, self.floor_free) for t in self.boot_theta])
             rng = np.random.default_rng(self.seed + 1)
             noisy = boots + rng.choice(self.residuals, size=boots.shape, replace=True)
             # a new score cannot leave the scale: [min(0, lowest training y), max(1, highest)]
             noisy = np.clip(noisy, self.y_range[0], self.y_range[1])
-            out["lower"], out["upper"] = np.quantile(boots, [alpha, 1 - alpha], axis=0)
-            out["obs_lower"], out["obs_upper"] = np.quantile(noisy, [alpha, 1 - alpha], axis=0)
+            out["lower"], out["upper"] = percentile_interval(boots, level)
+            out["obs_lower"], out["obs_upper"] = percentile_interval(noisy, level)
         else:
             for c in ("lower", "upper", "obs_lower", "obs_upper"):
                 out[c] = np.nan
@@ -167,10 +167,8 @@ class SigmoidRegression:
         z = (x - x_mean) / x_scale
         rng = np.random.default_rng(self.seed)
         theta = self._fit_z(z, y, rng, n_starts=self.n_starts)
-        boots = []
-        for _ in range(self.n_bootstrap):
-            idx = rng.integers(0, n, n)
-            boots.append(self._fit_z(z[idx], y[idx], rng, n_starts=1, init=theta))
+        boots = bootstrap_refits(lambda idx: self._fit_z(z[idx], y[idx], rng, n_starts=1, init=theta),
+                                 n, self.n_bootstrap, rng)
         boot_theta = np.array(boots).reshape(len(boots), theta.shape[0])
         floor_free = self.chance > 0
         fit = _sigmoid_curve(theta, z, floor_free)

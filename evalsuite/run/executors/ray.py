@@ -4,7 +4,7 @@ Ray (https://docs.ray.io) schedules the groups over the cluster's workers; evals
 scheduler of its own. What this module adds:
 
 - each group task asks for ``num_cpus`` and ``num_gpus`` (one GPU per worker on a GPU cluster);
-- a worker process keeps one :class:`~evalsuite.runner.GroupEvaluator` in a module-level slot,
+- a worker process keeps one :class:`~evalsuite.run.evaluate.GroupEvaluator` in a module-level slot,
   so its later groups reuse the built lm-eval tasks and swap new weights into the model it
   already holds (the same reuse the local executor gets);
 - a worker that dies (killed, out of host memory, node lost) has its group retried by Ray on
@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .records import RunConfig
-from .runner import Cell, CellFailure, CellOutcome, GroupEvaluator, RunError
+from ...records import RunConfig
+from ..evaluate import CellFailure, CellOutcome, GroupEvaluator
+from ..plan import Cell, RunError
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,9 @@ class RayExecutor:
 
 
 def _is_fatal(cause) -> bool:
-    from .tasks.adapters import DataError
-    from .tasks.registry import TaskError
-    from .store import StoreError
+    from ...tasks.adapters import DataError
+    from ...tasks.registry import TaskError
+    from ...store import StoreError
 
     return isinstance(cause, (RunError, TaskError, DataError, StoreError))
 
@@ -285,7 +286,7 @@ def worker_env(env_vars: Mapping[str, str]) -> dict[str, str]:
     """The worker processes' environment: the given variables, and evalsuite's source folder
     first on PYTHONPATH (harmless where the package is installed, needed where it is not)."""
     env = dict(env_vars)
-    source_root = str(Path(__file__).resolve().parents[1])
+    source_root = str(Path(__file__).resolve().parents[3])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if source_root not in paths:
         env["PYTHONPATH"] = os.pathsep.join([source_root, *paths])
