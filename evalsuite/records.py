@@ -140,6 +140,9 @@ class RunConfig:
     trust_remote_code: bool = False
 
     skip_bad_items: bool = False
+    #: the run's speed-ups (allocator, template cache, request memo: ``engine.patches``); they
+    #: never change a number, so they are not part of the cell key
+    tuning: bool = True
 
 
 #: Metric names where lower is better: perplexities, bits per byte, TER, a loss, and the

@@ -134,17 +134,38 @@ def test_a_model_without_a_findable_mlp_scores_without_the_trim(monkeypatch):
 def test_cpu_allocator_tuning_is_opt_out(monkeypatch):
     import sys
 
-    from evalsuite.engine import loading
+    from evalsuite.engine import patches
 
-    monkeypatch.setattr(loading, "_ALLOCATOR_TUNED", False)
+    monkeypatch.setattr(patches, "_ALLOCATOR_TUNED", False)
     monkeypatch.setenv("EVALSUITE_MALLOC_TUNING", "0")
-    assert loading.tune_cpu_allocator() is False
+    assert patches.tune_cpu_allocator() is False
     monkeypatch.delenv("EVALSUITE_MALLOC_TUNING")
     if sys.platform.startswith("linux"):
         import ctypes.util
 
         if ctypes.util.find_library("c"):
-            assert loading.tune_cpu_allocator() is True
+            assert patches.tune_cpu_allocator() is True
+
+
+def test_no_side_effect_outside_the_runs_switch(monkeypatch, tmp_path):
+    """Creating the engine's LM tunes nothing; ``apply_run_tuning(False)`` touches nothing;
+    the run's switch turns each speed-up on (docs/engine.md, "Side effects")."""
+    from lm_eval import utils
+
+    from evalsuite.engine import create_lm, patches
+    from evalsuite.testing import build_tiny_model
+
+    def forbidden():
+        raise AssertionError("tuned outside the run's switch")
+
+    monkeypatch.setattr(patches, "tune_cpu_allocator", forbidden)
+    monkeypatch.setattr(patches, "cache_compiled_templates", forbidden)
+    create_lm(str(build_tiny_model(tmp_path / "m")), batch_size=2)
+    assert patches.apply_run_tuning(False) == patches.RunTuning(False, False, False)
+    monkeypatch.undo()
+    on = patches.apply_run_tuning(True, device="cuda:0")
+    assert on.template_cache and on.request_memo and not on.allocator  # allocator: CPU only
+    assert getattr(utils.apply_template, "_evalsuite_cached", False)
 
 
 def _reference_head(rows, inverse, tokens, head):

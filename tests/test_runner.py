@@ -193,3 +193,20 @@ def test_run_errors_are_clear(series, data_dir, tmp_path, capsys):
     assert "never silently falls back" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "none"), "--tasks", "arc_easy", "--results", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_no_tuning_gives_the_same_rows(tmp_path, data_dir):
+    """``--no-tuning`` (no allocator tuning, template cache or request memo) changes speed only:
+    the same cells, keys and numbers."""
+    data = str(data_dir)
+    root = tmp_path / "series"
+    build_tiny_series(root, sizes=(("s", 16, 1),), steps=(0, 100), tokens_per_step=1024)
+    out = {}
+    for flag in ("tuned", "plain"):
+        args = ["run", str(root), "--tasks", "copa,lambada_openai", "--limit", "6", "--data-dir",
+                data, "--results", str(tmp_path / flag), "--json"]
+        assert main(args + (["--no-tuning"] if flag == "plain" else [])) == 0
+        rows = [json.loads(line) for line in (tmp_path / flag / "rows.jsonl").read_text().splitlines()]
+        out[flag] = {(r["checkpoint_id"], r["task"], r["metric"]): (r["cell_key"], r["value"], r["stderr"])
+                     for r in rows}
+    assert out["tuned"] == out["plain"] and len(out["tuned"]) >= 4

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import CliError, add_json_arg, emit_records, frame_records, parse_list
+from ._common import (CliError, add_json_arg, add_results_arg, emit_records, frame_records,
+                      parse_list)
 
 BASE_FILE = "base_llm_benchmark_eval.csv"
 EMERGENT_FILE = "base_llm_emergent_capability_eval.csv"
@@ -404,8 +405,6 @@ def _cmd_select(args) -> int:
 
 
 def _cmd_place(args) -> int:
-    import pandas as pd
-
     from ..scaling import observational as obs
     from ..store import ResultStore
 
@@ -559,7 +558,7 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("place", help="place our own checkpoints (results store) in the space")
     _common(p)
-    p.add_argument("--results", default="results", metavar="DIR", help="results folder")
+    add_results_arg(p)
     p.add_argument("--target", default=None, metavar="FILE:COLUMN",
                    help="also predict this target for our checkpoints (PC model fitted on every "
                         "public model with the target)")

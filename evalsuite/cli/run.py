@@ -36,6 +36,10 @@ def register(sub) -> None:
                         "counted in the rows' n_skipped_items) instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the checkpoint folder/hub (off by default)")
+    p.add_argument("--no-tuning", dest="tuning", action="store_false",
+                   help="leave the process as it is: no glibc allocator tuning, no compiled-"
+                        "template cache in lm-eval, no request memo (slower, same numbers; "
+                        "docs/engine.md)")
     add_executor_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
@@ -126,7 +130,8 @@ def build_config(args, tasks):
                      bootstrap_iters=args.bootstrap_iters, data_dir=data_dir_from(args),
                      include_path=";".join(args.include_path) or None,
                      trust_remote_code=args.trust_remote_code,
-                     skip_bad_items=bool(getattr(args, "skip_bad_items", False)))
+                     skip_bad_items=bool(getattr(args, "skip_bad_items", False)),
+                     tuning=bool(getattr(args, "tuning", True)))
 
 
 def execute(series_path, task_names, args, *, quiet=False) -> int:

@@ -274,7 +274,7 @@ def _predict_reason(message: str) -> str:
 def run_backtest(args) -> int:
     import pandas as pd
 
-    from ..scaling import FitError, ScalingLaw, backtest, summarize_backtest, task_group
+    from ..scaling import FitError, ScalingLaw, backtest, summarize_backtest
 
     frame = _load(args)
     tasks = _tasks(args, frame)

@@ -60,8 +60,10 @@ def run(args) -> int:
 
 def export(registry, names, args) -> int:
     """``--export DIR``: one plain lm-eval YAML per task (and its data), a line per file."""
+    from ..engine.patches import cache_compiled_templates
     from ..tasks import DataError, TaskError
 
+    cache_compiled_templates()  # each record is rendered once to check it: compile templates once
     records = []
     for name in names:
         try:

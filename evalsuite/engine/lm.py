@@ -49,8 +49,6 @@ class EvalsuiteLM(LM):
         super().__init__()
         self.source = str(pretrained)
         self._device = loading.resolve_device(device)
-        if self._device.type == "cpu":
-            loading.tune_cpu_allocator()
         self.weight_dtype, self.autocast_dtype = loading.resolve_dtype(str(dtype), self._device)
         self.dtype_name = str(dtype)
         self.trust_remote_code = bool(trust_remote_code)

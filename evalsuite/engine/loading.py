@@ -210,42 +210,6 @@ def retry_on_oom(run, shrink):
                 raise
 
 
-_ALLOCATOR_TUNED = False
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep freed memory in glibc's heap instead of unmapping it (CPU scoring, Linux only).
-
-    Scoring allocates the same 1-16 MiB temporaries (hidden states, a chunk of logits) for every
-    batch. glibc serves blocks of that size with ``mmap`` and unmaps them on ``free``, so every
-    batch page-faults its memory in again: 1.5 to 3.8 s of system time per 4-checkpoint
-    benchmark series, against 0.75 s with this setting (measured, ``benchmarks/bench_engine.py``
-    scoring). Blocks up to 32 MiB now come from the heap, and the heap is trimmed only above
-    1 GiB free. Peak memory is unchanged; memory freed late stays with the process. Set
-    ``EVALSUITE_MALLOC_TUNING=0`` to leave the allocator alone. Returns whether it was applied.
-    """
-    global _ALLOCATOR_TUNED
-    import os
-    import sys
-
-    if _ALLOCATOR_TUNED:
-        return True
-    if os.environ.get("EVALSUITE_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        ok = (libc.mallopt(m_mmap_threshold, 32 << 20) == 1
-              and libc.mallopt(m_trim_threshold, 1 << 30) == 1
-              and libc.mallopt(m_top_pad, 64 << 20) == 1)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        return False
-    _ALLOCATOR_TUNED = bool(ok)
-    return _ALLOCATOR_TUNED
-
-
 # ---- refusing what would be wrong -------------------------------------------------------------
 
 class CheckpointMismatch(ValueError):

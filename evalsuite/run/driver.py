@@ -8,10 +8,12 @@ rerun skips every finished cell. Ray is imported only when a run asks for it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+from ..engine.patches import RunTuning, apply_run_tuning
 from ..records import Checkpoint, RunConfig, TaskSpec
 from ..store import ResultStore
 from .evaluate import CellFailure, CellOutcome, package_versions
@@ -33,12 +35,14 @@ class RunReport:
     rows_written: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     executor: dict[str, Any] = field(default_factory=lambda: {"executor": "local"})
+    tuning: RunTuning | None = None  # the speed-ups this process switched on
 
     def summary(self) -> dict[str, Any]:
         return {"planned": self.planned, "skipped_done": self.skipped, "completed": self.completed,
                 "rows_written": self.rows_written,
                 "failures": [{"what": w, "error": e} for w, e in self.failures],
-                "executor": self.executor}
+                "executor": self.executor,
+                "tuning": dataclasses.asdict(self.tuning) if self.tuning else None}
 
 
 def results_lock(store: ResultStore, wait: bool = False):
@@ -141,6 +145,7 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
     """
     say = on_event or (lambda msg: log.info("%s", msg))
     report = RunReport()
+    report.tuning = apply_run_tuning(config.tuning, device=config.device)
     checkpoints, notes = unique_checkpoints(checkpoints)
     for note in notes:
         say(note)

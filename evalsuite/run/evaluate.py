@@ -218,7 +218,7 @@ class GroupEvaluator:
         if name not in self.fingerprints:
             self.fingerprints[name] = fingerprint_task(task_obj)
         self.aggregations[name] = aggregation_names(task_obj)
-        self.tasks[name] = memoize_requests(task_obj)
+        self.tasks[name] = memoize_requests(task_obj) if self.config.tuning else task_obj
 
     def prepare(self, names) -> None:
         """Build (and memoize the requests of) every named task not built yet."""

@@ -50,7 +50,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from ..records import final_step_mask, metric_higher_is_better
-from ..stats import bootstrap_refits, percentile_interval
+from ..stats import bootstrap_refits, observation_interval, percentile_interval
 from .laws import LAWS, Law, get_law
 
 __all__ = ["ScalingLaw", "ScalingFit", "Prediction", "FitError", "fit_scaling_law",
@@ -159,14 +159,8 @@ class ScalingFit:
             alt = get_law(self.alt_form)
             alt_curves = np.stack([alt(u, t, self.u_ref, self.sign) for t in self.alt_boot_params])
             curves = np.concatenate([curves, alt_curves])
-        if self.bounded and self.n_items:
-            p = np.clip(curves, 1e-3, 1 - 1e-3)
-            noise_sd = np.sqrt(p * (1 - p) / self.n_items)
-        else:
-            noise_sd = np.full_like(curves, self.noise_sd)
-        draws = self._clip(curves + rng.standard_normal(curves.shape) * noise_sd)
-        lower, upper = percentile_interval(draws, level)
-        lower, upper = np.minimum(lower, mean), np.maximum(upper, mean)
+        lower, upper = observation_interval(curves, mean, level, rng, n_items=self.n_items,
+                                            noise_sd=self.noise_sd, bounded=self.bounded)
         dist = np.maximum(u - self.u_range[1], 0.0) + np.maximum(self.u_range[0] - u, 0.0)
         extrap = dist > 1e-9
         if scalar:

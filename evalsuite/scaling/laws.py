@@ -124,7 +124,6 @@ class Law:
         lo, hi = self.bounds(u, y, sign, chance, bounded)
         u_ref = float(np.min(u))
         lo_y, hi_y = float(np.min(y)), float(np.max(y))
-        spread = max(hi_y - lo_y, 1e-3)
         out: list[list[float]] = []
         if self.name == "power":
             for alpha in (0.2, 0.6, 1.5):

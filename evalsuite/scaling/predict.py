@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from ..stats import bootstrap_refits, percentile_interval
+from ..stats import bootstrap_refits, observation_interval
 from .fit import FitError, Prediction, ScalingLaw, select_points
 
 __all__ = ["predict_sizes", "resolve_size", "SizeTokenLaw", "SizeTokenFit"]
@@ -80,11 +80,8 @@ class SizeTokenFit:
         boots = self.boot_params if self.boot_params.size else np.array([theta])
         curves = np.stack([self._f(t, n, d, self.n_ref, self.d_ref) for t in boots])
         rng = np.random.default_rng(seed)
-        p = np.clip(curves, 1e-3, 1 - 1e-3)
-        sd = np.sqrt(p * (1 - p) / self.n_items) if self.n_items else self.noise_sd
-        draws = np.clip(curves + rng.standard_normal(curves.shape) * sd, 0, 1)
-        lo, hi = percentile_interval(draws, level)
-        lo, hi = np.minimum(lo, mean), np.maximum(hi, mean)
+        lo, hi = observation_interval(curves, mean, level, rng, n_items=self.n_items,
+                                      noise_sd=self.noise_sd, bounded=True)
         un = np.log10(n)
         dist = (np.maximum(un - math.log10(self.n_range[1]), 0)
                 + np.maximum(math.log10(self.n_range[0]) - un, 0))

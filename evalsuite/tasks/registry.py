@@ -1012,13 +1012,9 @@ class TaskRegistry:
                        fresh: bool) -> list[tuple[str, int | None, BadRecord]]:
         """(split, record index or None when unmapped, problem) for every bad eval/few-shot doc.
 
-        Renders every record with the task's own methods; lm-eval compiles a Jinja template per
-        call, so the one compiled-template cache (:mod:`evalsuite.engine.patches`, which the
-        runner turns on anyway) is turned on first: the rendered text is unchanged.
+        Renders every record with the task's own methods (lm-eval compiles a Jinja template per
+        call unless the run's template cache is on: :mod:`evalsuite.engine.patches`).
         """
-        from ..engine.patches import cache_compiled_templates
-
-        cache_compiled_templates()
         eval_docs = task.eval_docs if fresh else getattr(task, "task_docs", None) or task.eval_docs
         checks = [(eval_split, eval_docs)]
         fewshot = _fewshot_split(task)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ...engine.patches import apply_run_tuning
 from ...records import RunConfig
 from ..evaluate import CellFailure, CellOutcome, GroupEvaluator
 from ..plan import Cell, RunError
@@ -98,6 +99,7 @@ def evaluate_group_task(cells: Sequence[Cell], registry, config: RunConfig, run_
     torch.set_num_threads(max(1, threads))
     if _WORKER.get("run") != run_id:
         _WORKER.clear()
+        apply_run_tuning(config.tuning, device=config.device)  # this worker process's own
         _WORKER.update(run=run_id, evaluator=GroupEvaluator(registry, config))
     evaluator: GroupEvaluator = _WORKER["evaluator"]
     evaluator.prepare(c.task.name for c in cells)
