@@ -76,5 +76,6 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
     (rec,) = json.loads(capsys.readouterr().out)
     assert rec["lm_eval_task"] == "es_copa" and (tmp_path / "out" / "es_copa.yaml").is_file()
     # max_items without local data: named, with the fix
-    assert cli_in(tmp_path, "tasks", "copa", "--export", "out2", "--max-items", "3") == 2
+    assert cli_in(tmp_path, "tasks", "copa", "--export", "out2", "--max-items", "3",
+                  "--data-dir", "none") == 2
     assert "max_items needs local data" in capsys.readouterr().err

@@ -19,17 +19,27 @@ def add_results_arg(parser) -> None:
                         help="results folder (default: results/)")
 
 
+#: Where the README says benchmark items are read from when no folder is named: the shared
+#: data beside the project (``../shared/data/benchmarks`` from the repository root).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks"
+
+
 def add_data_args(p) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="local benchmark data laid out like ../shared/data/benchmarks "
-                        "(default: $EVALSUITE_DATA_DIR; none = lm-eval's hub datasets)")
+                   help="local benchmark data laid out like ../shared/data/benchmarks (default: "
+                        "$EVALSUITE_DATA_DIR, else ../shared/data/benchmarks beside the project "
+                        "when it exists; `none` = lm-eval's hub datasets)")
     p.add_argument("--include-path", action="append", default=[], metavar="DIR",
                    help="folder of user task YAMLs (repeatable)")
 
 
 def data_dir_from(args) -> str | None:
+    """--data-dir, then $EVALSUITE_DATA_DIR, then :data:`DEFAULT_DATA_DIR` if it exists;
+    ``none`` (either place) asks for lm-eval's hub datasets."""
     value = args.data_dir or os.environ.get("EVALSUITE_DATA_DIR")
-    return str(Path(value)) if value else None
+    if value is None:
+        return str(DEFAULT_DATA_DIR) if DEFAULT_DATA_DIR.is_dir() else None
+    return None if value.strip().lower() == "none" else str(Path(value))
 
 
 def add_json_arg(parser) -> None:

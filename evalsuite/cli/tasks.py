@@ -12,6 +12,9 @@ def register(sub) -> None:
                                      "or export them as plain lm-eval YAML")
     p.add_argument("names", nargs="*", help="describe these tasks (any lm-eval task name works)")
     add_data_args(p)
+    p.add_argument("--offline", action="store_true",
+                   help="list every task (bundled, user, lm-eval's) whose documents the data "
+                        "folder holds: these run with no network")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="write each named task as a plain lm-eval task YAML (with its local data "
                         "when --data-dir is given) into DIR, for `lm_eval --include_path DIR`")
@@ -46,8 +49,16 @@ def resolve_specs(registry, names):
 
 
 def run(args) -> int:
-    registry = make_registry(args.include_path, data_dir_from(args))
-    names = [n for arg in args.names for n in parse_list(arg)] or registry.names()
+    data_dir = data_dir_from(args)
+    registry = make_registry(args.include_path, data_dir)
+    names = [n for arg in args.names for n in parse_list(arg)]
+    if args.offline:
+        if data_dir is None:
+            raise CliError("--offline lists what a data folder holds: pass --data-dir DIR (or set "
+                           "EVALSUITE_DATA_DIR); none was found at ../shared/data/benchmarks")
+        available = set(registry.offline_names())
+        names = [n for n in names if n in available] if names else sorted(available)
+    names = names or registry.names()
     specs = resolve_specs(registry, names)
     if args.export:
         return export(registry, names, args)

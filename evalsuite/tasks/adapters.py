@@ -327,6 +327,20 @@ def read_mmlu(path: Path) -> SplitRecords:
         "answer": _get(r, "answer", int, "an integer")})
 
 
+@_adapter("bbh_json")
+def read_bbh(path: Path) -> SplitRecords:
+    """A BIG-Bench Hard task file, ``{"examples": [{"input", "target"}, ...]}`` (the upstream
+    suzgun/BIG-Bench-Hard layout): one row per example, as in the hub's lukaemon/bbh."""
+    with _open_text(path) as fh:
+        doc = json.load(fh)
+    examples = doc.get("examples") if isinstance(doc, dict) else None
+    if not isinstance(examples, list):
+        raise ValueError("no 'examples' list at the top level")
+    items = ((RecordSource(path, i + 1), ex) for i, ex in enumerate(examples))
+    return _collect(path, items, lambda r: {"input": _get(r, "input", str, "text"),
+                                            "target": _get(r, "target", str, "text")})
+
+
 @_adapter("triviaqa_mosaic")
 def read_triviaqa(path: Path) -> SplitRecords:
     """MosaicML context ``"Question: ...\\nAnswer:"``/answer/aliases -> question, answer{value,aliases}."""

@@ -52,6 +52,7 @@ import yaml
 
 from .adapters import BadRecord, DataError, SplitRecords, describe_bad, read_split_files
 from ..records import TaskSpec
+from .sources import FAMILIES, GENERIC_BUILDERS, LocalSource, match_source
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ _EVALSUITE_KEYS = {"primary_metric", "chance", "num_fewshot"}  # the block in a 
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 _MAX_INCLUDE_DEPTH = 16
 _PROBE_ITEMS = 25  # records tried one by one when lm-eval cannot build a task on the whole data
-_INDEX_FORMAT = 1
+_INDEX_FORMAT = 2  # 2: dataset_path, dataset_name and n_choices in each task summary
 
 
 class TaskError(RuntimeError):
@@ -277,7 +278,7 @@ def _summarise_entry(entry, root: Path) -> dict[str, Any]:
         meta = cfg.get("metadata")
         out.update(output_type=cfg.get("output_type"), metrics=metrics,
                    version=meta.get("version", "0") if isinstance(meta, dict) else "0",
-                   num_fewshot=cfg.get("num_fewshot"))
+                   num_fewshot=cfg.get("num_fewshot"), **_dataset_fields(cfg))
     elif kind == "py_task":
         out["class"] = str(cfg.get("class", "?")).removeprefix(str(root) + os.sep)
     elif kind == "group":
@@ -289,6 +290,26 @@ def _summarise_entry(entry, root: Path) -> dict[str, Any]:
         members = sorted(entry.tags or ())
         out.update(members=members[:5], n_members=len(members))
     return out
+
+
+def _offline_failure(e: BaseException) -> bool:
+    """Whether building a task failed because the hub could not be reached (offline mode, or
+    no network): the cause chain holds an offline or connection error."""
+    seen = 0
+    while e is not None and seen < 20:
+        name = type(e).__name__
+        if "Offline" in name or "Connection" in name or "couldn't reach" in str(e).lower():
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+def _dataset_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The dataset id of a task config, and its number of choices where the choices are a
+    fixed list (MMLU's ``["A", "B", "C", "D"]``): what the chance level is derived from."""
+    choices = cfg.get("doc_to_choice")
+    return {"dataset_path": cfg.get("dataset_path"), "dataset_name": cfg.get("dataset_name"),
+            "n_choices": len(choices) if isinstance(choices, list) and choices else None}
 
 
 def _build_builtin_entries(root: Path) -> dict[str, dict[str, Any]]:
@@ -615,6 +636,7 @@ class TaskRegistry:
                             "folder laid out like ../shared/data/benchmarks, or omit it to use "
                             "lm-eval's hub datasets")
         self._files: dict[str, tuple[str, Path]] | None = None
+        self._sources: list[LocalSource] | None = None
         self._skipped: dict[str, list[BadRecord]] = {}
 
     # -- discovery
@@ -651,6 +673,57 @@ class TaskRegistry:
         raise TaskError(f"unknown task {name!r}: not bundled in {self.bundled_dir}, not in "
                         f"--include-path folders, not an lm-eval task.{hint} "
                         "List tasks with `evalsuite tasks`.")
+
+    # -- local data for lm-eval's datasets
+    def local_sources(self) -> list[LocalSource]:
+        """The table of datasets a data folder can stand in for: :data:`sources.FAMILIES`, then
+        each bundled task's ``data:`` keyed by the dataset of the lm-eval task it wraps."""
+        if self._sources is None:
+            derived = []
+            for name, (kind, path) in sorted(self._task_files().items()):
+                if kind != "bundled":
+                    continue
+                raw = _read_yaml(path)
+                data = raw.get("data") or {}
+                if "lm_eval_task" not in raw or not data.get("files"):
+                    continue
+                entry = _builtin_index().get(str(raw["lm_eval_task"])) or {}
+                if entry.get("dataset_path") and entry["dataset_path"] not in GENERIC_BUILDERS:
+                    derived.append(LocalSource(entry["dataset_path"], entry.get("dataset_name"),
+                                               data.get("adapter", "jsonl"), dict(data["files"]),
+                                               f"tasks/{path.name}"))
+            self._sources = [*FAMILIES, *derived]
+        return self._sources
+
+    def local_data(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``{adapter, files}`` for a task config whose dataset the data folder holds, else {}."""
+        if self.data_dir is None or config.get("custom_dataset") is not None:
+            return {}
+        found = match_source(config.get("dataset_path"), config.get("dataset_name"),
+                             self.local_sources(), self.data_dir)
+        if found is None:
+            return {}
+        src, files = found
+        return {"adapter": src.adapter, "files": files}
+
+    def offline_names(self) -> list[str]:
+        """Every task name (bundled, user, lm-eval's) whose documents the data folder holds."""
+        if self.data_dir is None:
+            return []
+        out = set()
+        for name, (_, path) in self._task_files().items():
+            raw = _read_yaml(path, strict=False)
+            files = (raw.get("data") or {}).get("files") if isinstance(raw, dict) else None
+            if files and all((self.data_dir / rel).is_file() for rel in files.values()):
+                out.add(name)
+        index = _builtin_index()
+        for name in index.names():
+            entry = index.get(name) or {}
+            if entry.get("kind") == "task" and entry.get("dataset_path") and match_source(
+                    entry["dataset_path"], entry.get("dataset_name"), self.local_sources(),
+                    self.data_dir):
+                out.add(name)
+        return sorted(out)
 
     def skipped_items(self, name: str) -> int:
         """How many records of ``name``'s local data the last :meth:`build` dropped as bad
@@ -735,7 +808,7 @@ class TaskRegistry:
             "metrics": [[str(m["metric"]), bool(m.get("higher_is_better", True))]
                         for m in cfg.get("metric_list") or [] if isinstance(m, dict) and "metric" in m],
             "version": meta.get("version", "0") if isinstance(meta, dict) else "0",
-            "num_fewshot": cfg.get("num_fewshot")}
+            "num_fewshot": cfg.get("num_fewshot"), **_dataset_fields(cfg)}
         return self._spec_from_summary(name, str(cfg["task"]), summary, f"{kind}:{path}", extra)
 
     @staticmethod
@@ -788,8 +861,12 @@ class TaskRegistry:
         primary = extra.get("primary_metric") or (metrics[0][0] if metrics else
                                                   "word_perplexity" if output_type == "loglikelihood_rolling" else "acc")
         hib = next((h for m, h in metrics if m == primary), True)
+        chance = extra.get("chance")
+        if chance is None:  # from the task: 1 / number of choices where they are a fixed list
+            n = summary.get("n_choices")
+            chance = 1.0 / n if output_type == "multiple_choice" and n else 0.0
         return TaskSpec(name=name, lm_eval_task=task, primary_metric=str(primary),
-                        chance=float(extra.get("chance", 0.0)), higher_is_better=bool(hib),
+                        chance=float(chance), higher_is_better=bool(hib),
                         output_type=output_type, version=str(summary.get("version", "0")),
                         source=source,
                         num_fewshot=int(extra.get("num_fewshot", summary.get("num_fewshot") or 0)))
@@ -809,6 +886,7 @@ class TaskRegistry:
         if index is not None:  # an lm-eval task by its own name
             yaml_path, config = index.path(spec.lm_eval_task), None
             base = _read_task_chain(yaml_path, lenient_root=index.root).config
+            data = self.local_data(base)
         else:
             kind, path = self._task_files()[name]
             raw = _read_yaml(path)
@@ -828,6 +906,7 @@ class TaskRegistry:
                 yaml_path, config = path, None
                 base = self._task_chain(path).config
                 strip = "evalsuite" in base
+                data = self.local_data(base)
         overrides: dict[str, Any] = {}
         meta = base.get("metadata")
         if not _has_function(meta):
@@ -841,7 +920,19 @@ class TaskRegistry:
         if data.get("files") and self.data_dir is not None:
             return self._build_on_local_data(name, base, data, make)
         self._skipped[name] = []
-        return make()
+        try:
+            return make()
+        except Exception as e:
+            if not _offline_failure(e):
+                raise
+            where = "/".join(str(x) for x in (base.get("dataset_path"), base.get("dataset_name")) if x)
+            folder = (f"the data folder {self.data_dir} has no copy of it" if self.data_dir else
+                      "no data folder was given")
+            raise TaskError(f"task {name!r}: its dataset {where} is not in the Hugging Face cache "
+                            f"and downloads are off (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); {folder}. "
+                            "Pass --data-dir with a folder laid out like ../shared/data/benchmarks "
+                            "that holds it (`evalsuite tasks --data-dir DIR --offline` lists what "
+                            "runs offline), or go online") from None
 
     def _build_on_local_data(self, name: str, base: dict[str, Any], data: dict[str, Any],
                              make: Callable[[dict[str, Any]], Any]):
@@ -955,6 +1046,7 @@ class TaskRegistry:
         if base_path is not None:
             base = _read_task_chain(base_path, lenient_root=_lm_eval_tasks_dir()).config
             doc: dict[str, Any] = {"include": str(Path(base_path).resolve()), "task": task_name}
+            data = data or self.local_data(base)
         else:
             doc = {**base, "task": task_name}
         meta = base.get("metadata")
