@@ -40,6 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose known-harmless chatter a run does not show without --verbose: torchao's
+#: missing optional kernels and "no triton", torch's pytree deprecation notes, transformers'
+#: FutureWarnings, lm-eval's and datasets' info lines and per-document progress bars.
+QUIET_LIBRARIES = ("lm_eval", "datasets", "transformers", "accelerate", "torchao", "torch",
+                   "huggingface_hub")
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' per-step bars, info lines and known-harmless warnings (errors
+    still show). Our own progress line (``iter_progress``) is unaffected."""
+    import warnings
+
+    for var in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # torch resets its own loggers' levels when it is imported; a filter on the emitting logger
+    # stays (its pytree notes come from torchao's import inside transformers)
+    logging.getLogger("torch.utils._pytree").addFilter(lambda record: record.levelno >= logging.ERROR)
+    pattern = r"(%s)(\.|$)" % "|".join(QUIET_LIBRARIES)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=pattern)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # Our own progress line is enough: silence the libraries' per-step bars and chatter.
-        for var in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
-            os.environ.setdefault(var, "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        for name in ("lm_eval", "datasets", "transformers", "accelerate"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        quiet_libraries()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

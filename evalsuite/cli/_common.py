@@ -103,7 +103,7 @@ def iter_progress(items: Iterable, total: int, desc: str):
     from tqdm import tqdm
 
     if sys.stderr.isatty():
-        yield from tqdm(items, total=total, desc=desc)
+        yield from tqdm(items, total=total, desc=desc, disable=False)  # not TQDM_DISABLE
         return
     for i, item in enumerate(items, 1):
         print(f"[{desc}] {i}/{total}", file=sys.stderr, flush=True)

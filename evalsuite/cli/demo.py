@@ -37,8 +37,9 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="benchmark data (default: $EVALSUITE_DATA_DIR, else ../shared/data/benchmarks "
                         "beside the repo, else generated stand-in items)")
-    p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"])
-    p.add_argument("--batch-size", default="64")
+    p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"],
+                   help="scoring engine (default evalsuite; hf: lm-eval's own model)")
+    p.add_argument("--batch-size", default="64", help="rows per forward pass (default 64)")
     p.set_defaults(func=run)
 
 

@@ -526,10 +526,12 @@ def register(subparsers) -> None:
                    help="target column; FILE relative to --data DIR, or COLUMN of the --data table")
     p.add_argument("--split", default=None,
                    help="flops[:CUTOFF] (default, cutoff 8.4e22), rank[:FRACTION], closed, preregistered")
-    p.add_argument("--method", choices=["pc", "log_flops", "log_params", "all"], default="all")
+    p.add_argument("--method", choices=["pc", "log_flops", "log_params", "all"], default="all",
+                   help="predictor: capability PCs (the paper's), log FLOPs or log params "
+                        "baselines, or all (default)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits (default 200)")
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap refits (default 0)")
     p.add_argument("--all-rows", action="store_true", help="show training models too")
     p.set_defaults(func=_cmd_predict)
 
@@ -543,8 +545,9 @@ def register(subparsers) -> None:
                    help="override the split of the emergent/v2/Sloth suites: flops[:CUTOFF] or "
                         "rank[:FRACTION] (agent stays 'closed', preregistered stays itself)")
     p.add_argument("--bootstrap", type=int, default=0, help="bootstrap refits for coverage (default 0)")
-    p.add_argument("--level", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level", type=float, default=0.9,
+                   help="level of every printed interval (default 0.9: a 90%% interval)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap refits (default 0)")
     p.set_defaults(func=_cmd_backtest)
 
     p = sub.add_parser("select", help="which families to evaluate under a budget (V-optimality)")
@@ -552,7 +555,8 @@ def register(subparsers) -> None:
     p.add_argument("--budget", type=int, required=True, metavar="N", help="most models to evaluate")
     p.add_argument("--target-quantile", type=float, default=0.9,
                    help="predict for models above this PC1 quantile (default 0.9)")
-    p.add_argument("--max-combinations", type=int, default=200_000)
+    p.add_argument("--max-combinations", type=int, default=200_000,
+                   help="most family subsets to score (default 200000)")
     p.add_argument("--top", type=int, default=10, help="rows to show")
     p.set_defaults(func=_cmd_select)
 
@@ -563,8 +567,9 @@ def register(subparsers) -> None:
                    help="also predict this target for our checkpoints (PC model fitted on every "
                         "public model with the target)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits (default 200)")
-    p.add_argument("--level", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--level", type=float, default=0.9,
+                   help="level of every printed interval (default 0.9: a 90%% interval)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap refits (default 0)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="write PC1 vs log10 FLOPs with the public families and our checkpoints")
     p.set_defaults(func=_cmd_place)

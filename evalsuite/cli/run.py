@@ -30,7 +30,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1234, help="few-shot/numpy/torch seed")
     p.add_argument("--bootstrap-iters", type=int, default=1000,
                    help="bootstrap resamples for stderr of corpus-level metrics (perplexity)")
-    p.add_argument("--tokens-per-step", type=int, default=None)
+    p.add_argument("--tokens-per-step", type=int, default=None, metavar="N",
+                   help="training tokens per optimizer step (tokens seen = N x step), for "
+                        "compute (FLOPs); not needed where trainer_state.json or a manifest "
+                        "gives the tokens")
     p.add_argument("--skip-bad-items", action="store_true",
                    help="drop malformed data records (each logged with its file and line, "
                         "counted in the rows' n_skipped_items) instead of stopping")

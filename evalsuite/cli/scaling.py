@@ -19,7 +19,7 @@ def _common_args(p, *, series_required: bool = False) -> None:
     p.add_argument("--num-fewshot", type=int, default=0,
                    help="shots of the rows to use (default 0; -1 for any)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--no-samples", action="store_true",
                    help="ignore per-sample files (results/samples/): bootstrap items from the "
                         "stderr instead, and no log-probability companion for emergence")
@@ -29,10 +29,13 @@ def _common_args(p, *, series_required: bool = False) -> None:
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit a scaling law per task (final checkpoints of a series)")
     _common_args(p, series_required=True)
-    p.add_argument("--form", default="auto", choices=["auto", "aicc", "bic", "power", "sigmoid", "linear", "flat"])
+    p.add_argument("--form", default="auto",
+                   choices=["auto", "aicc", "bic", "power", "sigmoid", "linear", "flat"],
+                   help="functional form (docs/scaling.md); auto/aicc/bic choose one by the "
+                        "criterion (default auto)")
     p.add_argument("--x", default="compute_flops",
                    choices=["compute_flops", "n_params", "n_params_nonembedding", "tokens_seen",
-                            "model_bits"])
+                            "model_bits"], help="x axis of the fit (default compute_flops)")
     p.add_argument("--max-params", type=float, help="fit only sizes up to this many parameters")
     p.add_argument("--exclude-sizes", metavar="A,B", help="size labels to leave out")
     p.add_argument("--report", action="store_true", help="print each fit's full report")
@@ -61,7 +64,8 @@ def register(sub) -> None:
     p.add_argument("--exclude-sizes", metavar="A,B", help="size labels to leave out of the fit")
     p.add_argument("--from-steps", action="store_true",
                    help="also use intermediate checkpoints (size x tokens law)")
-    p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--level", type=float, default=0.9,
+                   help="level of the prediction interval (default 0.9: a 90%% interval)")
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("backtest", help="hold out the largest sizes, predict them, compare with "
@@ -70,7 +74,8 @@ def register(sub) -> None:
     p.add_argument("--holdout", default="2", metavar="K|A,B",
                    help="number of largest sizes to hold out, or their labels (default 2)")
     p.add_argument("--exclude-sizes", metavar="A,B", help="size labels to leave out")
-    p.add_argument("--level", type=float, default=0.9)
+    p.add_argument("--level", type=float, default=0.9,
+                   help="level of the prediction interval (default 0.9: a 90%% interval)")
     p.add_argument("--detail", action="store_true", help="one row per task and held-out size")
     p.set_defaults(func=run_backtest)
 
@@ -207,6 +212,7 @@ def run_emergence(args) -> int:
     cols = ["series", "size", "task", "verdict", "onset_x", "onset_lower", "onset_upper", "rise",
             "rise_decades", "delta_bic", "companion_verdict"]
     emit_records(records, columns=[c for c in cols if c in table.columns])
+    print("onset_lower/onset_upper: 90% bootstrap interval of the onset (docs/scaling.md)")
     if args.explain:
         print()
         for r in records:
@@ -239,6 +245,7 @@ def run_predict(args) -> int:
         raise CliError(str(e)) from e
     records = frame_records(table)
     for r in records:
+        r["level"] = args.level
         if r.get("error"):
             r["error"] = _predict_reason(str(r["error"]))
     done = [r for r in records if not r.get("error")]
@@ -254,6 +261,8 @@ def run_predict(args) -> int:
         emit_records(records, as_json=True)
     elif done:
         emit_records(done, columns=[c for c in cols if c in table.columns])
+        print(f"lower/upper: the {args.level:.0%} prediction interval of a new measurement at that "
+              "size (docs/scaling.md)")
     for r in failed:  # every task a law could not be fitted to, on stderr, with the reason
         print(f"{'warning' if done else 'error'}: no prediction for {args.series} {r['task']}: "
               f"{r['error']}", file=sys.stderr)
