@@ -256,14 +256,86 @@ def _classify(root: Path, folder: Path) -> tuple[str, str | None, int | None]:
     if not parents:
         return root.name, None, step
     label = parents[-1]
-    m = re.match(r"^(.+?)-(\d+(?:\.\d+)?[kmbt])(?:-(.+))?$", label, re.I)
-    if m:  # pythia-70m, pythia-70m-deduped
-        series = m.group(1) + (f"-{m.group(3)}" if m.group(3) else "")
-        return series, m.group(2).lower(), step
+    named = _series_and_size(label)
+    if named is not None:  # pythia-70m, pythia-70m-deduped
+        return named[0], named[1], step
     if len(parents) == 1 and "-" in label:  # <name>-<size> with a free-form size label
         series, _, size = label.rpartition("-")
         return series, size, step
     return root.name, label, step
+
+
+def _series_and_size(label: str) -> tuple[str, str] | None:
+    """``pythia-70m`` -> (pythia, 70m); ``pythia-70m-deduped`` -> (pythia-deduped, 70m)."""
+    m = re.match(r"^(.+?)-(\d+(?:\.\d+)?[kmbt])(?:-(.+))?$", label, re.I)
+    if not m:
+        return None
+    return m.group(1) + (f"-{m.group(3)}" if m.group(3) else ""), m.group(2).lower()
+
+
+# ---- the Hugging Face cache -------------------------------------------------------------------
+
+def is_hub_cache_repo(folder: Path) -> bool:
+    """A cached hub repository, ``models--Org--name/{refs,snapshots,blobs}`` (what
+    ``huggingface_hub.snapshot_download`` leaves in ``$HF_HUB_CACHE``)."""
+    return folder.name.startswith("models--") and (folder / "snapshots").is_dir()
+
+
+def _hub_cache_checkpoints(repo: Path, *, series_name: str | None, tokens_per_step: int | None,
+                           hash_weights_: bool) -> tuple[list[Checkpoint], list[tuple[str, str]]]:
+    """One checkpoint per revision of a cached hub repository.
+
+    Each ``refs/<revision>`` file names a snapshot: ``refs/step1000`` is step 1000, ``refs/main``
+    the final model (no step). The repository name gives series and size (``pythia-160m`` ->
+    series pythia, size 160m; otherwise the name is the series and the size comes from the
+    parameter count). A snapshot named by two refs is one checkpoint (a numbered ref wins); a
+    snapshot no ref names has no known step and is reported, not guessed.
+    """
+    repo_id = repo.name[len("models--"):].replace("--", "/")
+    named = _series_and_size(repo_id.rsplit("/", 1)[-1])
+    series, size = named if named else (repo_id.rsplit("/", 1)[-1], None)
+    refs: dict[str, list[str]] = {}
+    refs_dir = repo / "refs"
+    for ref in sorted(refs_dir.rglob("*")) if refs_dir.is_dir() else []:
+        if ref.is_file():
+            refs.setdefault(ref.read_text(encoding="utf-8").strip(), []).append(
+                ref.relative_to(refs_dir).as_posix())
+    out, problems = [], []
+    for snap in sorted(p for p in (repo / "snapshots").iterdir() if p.is_dir()):
+        names = refs.get(snap.name)
+        if not names:
+            problems.append((str(snap), f"snapshot {snap.name} of {repo_id} is named by no "
+                                        f"{refs_dir}/<revision> file, so its step is unknown: list "
+                                        "it in a manifest with its step"))
+            continue
+        numbered = sorted((_parse_step(n), n) for n in names if _parse_step(n) is not None)
+        step, revision = numbered[-1] if numbered else (None, "main" if "main" in names else names[0])
+        try:
+            ck = _checkpoint_from_folder(snap, series=series_name or series, size=size, step=step,
+                                         tokens_per_step=tokens_per_step,
+                                         hash_weights_=hash_weights_)
+        except SeriesError as e:
+            problems.append((str(snap), str(e)))
+            continue
+        out.append(Checkpoint(**{**ck.__dict__, "revision": revision}))
+    return out, problems
+
+
+def _find_hub_cache_repos(root: Path, max_depth: int) -> list[Path]:
+    found, stack = [], [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        if is_hub_cache_repo(folder):
+            found.append(folder)
+            continue
+        if depth >= max_depth:
+            continue
+        try:
+            stack.extend((p, depth + 1) for p in folder.iterdir()
+                         if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+    return sorted(found)
 
 
 def discover_series(path: str | Path, *, tokens_per_step: int | None = None,
@@ -276,16 +348,26 @@ def discover_series(path: str | Path, *, tokens_per_step: int | None = None,
                           "or a manifest file (.yaml/.json)")
     if path.is_file():
         return read_manifest(path, tokens_per_step=tokens_per_step, hash_weights_=hash_weights_)
-    folders = [path] if is_model_folder(path) else _find_model_folders(path, max_depth)
+    hub_repos = _find_hub_cache_repos(path, max_depth)
+    folders = [path] if is_model_folder(path) else [
+        f for f in _find_model_folders(path, max_depth)
+        if not any(r == f or r in f.parents for r in hub_repos)]
     problems: list[tuple[str, str]] = []
-    if not folders:
+    checkpoints = []
+    for repo in hub_repos:
+        found, bad = _hub_cache_checkpoints(repo, series_name=series_name,
+                                            tokens_per_step=tokens_per_step,
+                                            hash_weights_=hash_weights_)
+        checkpoints += found
+        problems += bad
+    if not folders and not checkpoints:
         broken = [p for p in path.rglob("config.json")]
         hint = (f" ({len(broken)} folder(s) have config.json but no *.safetensors or "
                 "pytorch_model*.bin weights)") if broken else ""
         raise SeriesError(f"no checkpoints found under {path}{hint}: expected Hugging Face model "
                           "folders (config.json + weights) laid out as <size>/<step>/, "
-                          "<name>-<size>/step<N>/ or checkpoint-<N>/, or a manifest file")
-    checkpoints = []
+                          "<name>-<size>/step<N>/ or checkpoint-<N>/, a Hugging Face cache folder "
+                          "(models--Org--name/), or a manifest file")
     for folder in folders:
         series, size, step = _classify(path, folder)
         try:
