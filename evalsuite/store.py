@@ -57,13 +57,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .records import RESULT_COLUMNS, SCHEMA_VERSION, ResultRow
+from .records import RESULT_COLUMNS, SCHEMA_VERSION, ResultRow, compute_flops
 
 log = logging.getLogger(__name__)
 
 ROWS_FILE = "rows.jsonl"
 SAMPLES_DIR = "samples"
 LOCK_FILE = ".lock"
+#: Checkpoint metadata written after the run (``evalsuite series PATH --annotate``): one JSON
+#: line per checkpoint, the last line of a checkpoint wins; joined onto rows when they are read.
+METADATA_FILE = "metadata.jsonl"
+#: What an annotation may set on the rows of its checkpoint (compute_flops is derived).
+ANNOTATED_FIELDS = ("n_params", "n_params_nonembedding", "tokens_seen")
 COMMIT_KEY = "_commit"
 #: First schema whose writes carry commits; older rows are legacy (committed without one).
 FIRST_COMMITTED_SCHEMA = 3
@@ -361,7 +366,56 @@ class ResultStore:
         Lines no commit covers, and rows that fail validation, are logged (file, line, why) and
         skipped; see the module docstring.
         """
-        return [r for w in _latest_writes(self._scan()) for r in w.rows]
+        rows = [r for w in _latest_writes(self._scan()) for r in w.rows]
+        notes = self.read_metadata()
+        return [annotate_row(r, notes) for r in rows] if notes else rows
+
+    # ---- checkpoint metadata fixed after the run -----------------------------------------
+    @property
+    def metadata_path(self) -> Path:
+        return self.root / METADATA_FILE
+
+    def annotate(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Append checkpoint metadata (``series``, ``size``, ``step`` and any of
+        :data:`ANNOTATED_FIELDS`) under the folder's lock; rows are never rewritten, and no cell is
+        re-scored: :meth:`read_rows` joins the latest metadata of each checkpoint onto its rows
+        (``compute_flops`` recomputed). Returns how many records were written."""
+        lines = []
+        for rec in records:
+            d = {k: rec.get(k) for k in ("series", "size", "step", *ANNOTATED_FIELDS)}
+            if not d["series"] or not d["size"]:
+                raise StoreError(f"checkpoint metadata {dict(rec)!r} names no series and size")
+            lines.append(json.dumps(d, sort_keys=True) + "\n")
+        if not lines:
+            return 0
+        with self.lock(wait=True):
+            try:
+                with open(self.metadata_path, "a", encoding="utf-8") as fh:
+                    fh.write("".join(lines))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as e:
+                raise StoreError(f"cannot write {self.metadata_path}: {e.strerror}; free space "
+                                 "or pass a writable --results DIR") from e
+        return len(lines)
+
+    def read_metadata(self) -> dict[tuple, dict[str, Any]]:
+        """(series, size, step) -> the fields its latest annotation sets (None values skipped)."""
+        if not self.metadata_path.exists():
+            return {}
+        out: dict[tuple, dict[str, Any]] = {}
+        for lineno, line in enumerate(self.metadata_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                key = (str(d["series"]), str(d["size"]), d.get("step"))
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s:%d: not a metadata record; skipped (delete the line to silence "
+                            "this)", self.metadata_path, lineno)
+                continue
+            out[key] = {k: d[k] for k in ANNOTATED_FIELDS if d.get(k) is not None}
+        return out
 
     def to_frame(self):
         """Rows as a pandas DataFrame with the ResultRow columns (empty frame when no rows)."""
@@ -522,3 +576,16 @@ class ResultStore:
         import pandas as pd
 
         return pd.read_parquet(self.samples_path(cell_key))
+
+
+def annotate_row(row: ResultRow, notes: Mapping[tuple, Mapping[str, Any]]) -> ResultRow:
+    """The row with its checkpoint's annotated metadata, and compute_flops from it."""
+    note = notes.get((row.series, row.size, row.step))
+    if not note:
+        return row
+    changed = {k: v for k, v in note.items() if getattr(row, k) != v}
+    if not changed:
+        return row
+    merged = dataclasses.replace(row, **changed)
+    return dataclasses.replace(merged, compute_flops=compute_flops(merged.n_params,
+                                                                   merged.tokens_seen))

@@ -30,9 +30,10 @@ def test_every_option_has_help_text():
 def test_a_run_prints_no_library_warning(tmp_path):
     from conftest import shared_data_path
 
-    from evalsuite.testing import build_tiny_model
+    from evalsuite.testing import build_tiny_model, write_trainer_state
 
     model = build_tiny_model(tmp_path / "tiny-1k", hidden_size=16, num_layers=1)
+    write_trainer_state(model, step=10, tokens_seen=10_240)  # else our own tokens warning shows
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "evalsuite", "run", str(model), "--tasks", "copa",
                           "--limit", "2", "--data-dir", str(shared_data_path("benchmarks")),

@@ -156,6 +156,14 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
     report_problems(scan)
     if not scan.checkpoints:
         raise CliError(f"no loadable checkpoints in {series_path}; see the warnings above")
+    unknown = [c.id for c in scan.checkpoints if c.tokens_seen is None]
+    if unknown and not quiet:
+        print(f"warning: {len(unknown)} of {len(scan.checkpoints)} checkpoint(s) have no tokens "
+              f"seen (e.g. {unknown[0]}): no trainer_state.json, manifest tokens_seen or "
+              "--tokens-per-step, so their rows get no compute_flops and compute plots and fits "
+              "leave them out. Fix it later without re-scoring: evalsuite series "
+              f"{series_path} --tokens-per-step N --annotate --results {args.results}",
+              file=sys.stderr)
 
     def progress(finished, n_groups):
         return iter_progress(finished, n_groups, "checkpoint x precision groups")
