@@ -434,7 +434,7 @@ def read_result_file(path: str | os.PathLike, mapping: Mapping[str, Any] | None 
                 step=model.step, n_params=model.n_params,
                 n_params_nonembedding=model.n_params_nonembedding,
                 tokens_seen=model.tokens_seen,
-                compute_flops=compute_flops(model.n_params, model.tokens_seen),
+                compute_flops=compute_flops(model.n_params, model.tokens_seen), flops_basis="total",
                 weight_hash=None, precision=model.precision, task=task,
                 task_version=str(versions_tasks.get(task, "")), metric=metric,
                 is_primary=is_primary, value=value, stderr=stderrs.get(metric),

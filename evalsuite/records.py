@@ -24,11 +24,54 @@ def compute_flops(n_params: float | None, tokens_seen: float | None) -> float | 
 
     N is the parameter count, D the number of training tokens; 6 = 2 (forward) + 4 (backward)
     multiply-adds per parameter per token (Kaplan et al. 2020, "Scaling Laws for Neural
-    Language Models", section 2.1). Returns None when either factor is unknown.
+    Language Models", section 2.1). Which parameters N counts is the basis
+    (:data:`FLOPS_BASES`, :func:`flops_for`). Returns None when either factor is unknown.
     """
     if n_params is None or tokens_seen is None:
         return None
     return 6.0 * float(n_params) * float(tokens_seen)
+
+
+#: What N counts in C = 6·N·D: every parameter, embeddings included (Hoffmann et al. 2022,
+#: "Training Compute-Optimal Large Language Models"; the default, and what rows written before
+#: the basis was recorded used), or the non-embedding ones (Kaplan et al. 2020). For small
+#: models the two differ several-fold (the embeddings are most of a tiny model).
+FLOPS_BASES = ("total", "non-embedding")
+
+
+def flops_for(n_params: float | None, n_params_nonembedding: float | None,
+              tokens_seen: float | None, basis: str = "total") -> float | None:
+    """6·N·D with N on the given basis (:data:`FLOPS_BASES`)."""
+    if basis not in FLOPS_BASES:
+        raise ValueError(f"FLOPs basis {basis!r}: use one of {', '.join(FLOPS_BASES)}")
+    return compute_flops(n_params if basis == "total" else n_params_nonembedding, tokens_seen)
+
+
+def rebase_flops(row: "ResultRow", basis: str) -> "ResultRow":
+    """The row with ``compute_flops`` on ``basis`` (from its own parameter counts)."""
+    flops = flops_for(row.n_params, row.n_params_nonembedding, row.tokens_seen, basis)
+    if row.flops_basis == basis and row.compute_flops == flops:
+        return row
+    return dataclasses.replace(row, compute_flops=flops, flops_basis=basis)
+
+
+def rebase_flops_frame(frame, basis: str):
+    """A result frame with ``compute_flops`` on ``basis`` (a copy; rows lacking the parameter
+    count of that basis get None)."""
+    import pandas as pd
+
+    if basis not in FLOPS_BASES:
+        raise ValueError(f"FLOPs basis {basis!r}: use one of {', '.join(FLOPS_BASES)}")
+    out = frame.copy()
+    if not len(out):
+        return out
+    n = pd.to_numeric(out["n_params" if basis == "total" else "n_params_nonembedding"],
+                      errors="coerce")
+    d = pd.to_numeric(out["tokens_seen"], errors="coerce")
+    out["compute_flops"] = (6.0 * n.astype(float) * d.astype(float)).astype(object).where(
+        n.notna() & d.notna(), None)
+    out["flops_basis"] = basis
+    return out
 
 
 @dataclass(frozen=True)
@@ -140,6 +183,9 @@ class RunConfig:
     trust_remote_code: bool = False
 
     skip_bad_items: bool = False
+    #: what N counts in the rows' compute_flops (FLOPS_BASES); not a number of the score, so
+    #: not in the cell key
+    flops_basis: str = "total"
     #: the run's speed-ups (allocator, template cache, request memo: ``engine.patches``); they
     #: never change a number, so they are not part of the cell key
     tuning: bool = True
@@ -235,6 +281,9 @@ class ResultRow:
     task_fingerprint: str | None = None
     bootstrap_iters: int | None = None
     n_skipped_items: int = 0
+    #: what N counts in compute_flops = 6·N·D (FLOPS_BASES); None: written before the basis
+    #: was recorded, which was "total"
+    flops_basis: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

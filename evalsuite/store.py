@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .records import RESULT_COLUMNS, SCHEMA_VERSION, ResultRow, compute_flops
+from .records import RESULT_COLUMNS, SCHEMA_VERSION, ResultRow, flops_for
 
 log = logging.getLogger(__name__)
 
@@ -587,5 +587,6 @@ def annotate_row(row: ResultRow, notes: Mapping[tuple, Mapping[str, Any]]) -> Re
     if not changed:
         return row
     merged = dataclasses.replace(row, **changed)
-    return dataclasses.replace(merged, compute_flops=compute_flops(merged.n_params,
-                                                                   merged.tokens_seen))
+    return dataclasses.replace(merged, compute_flops=flops_for(
+        merged.n_params, merged.n_params_nonembedding, merged.tokens_seen,
+        merged.flops_basis or "total"))

@@ -42,6 +42,16 @@ def data_dir_from(args) -> str | None:
     return None if value.strip().lower() == "none" else str(Path(value))
 
 
+def add_flops_arg(parser, *, recorded: bool = False) -> None:
+    """``--flops-params total|non-embedding``: what N counts in compute = 6·N·D."""
+    what = ("recorded in each row's flops_basis" if recorded else
+            "every row is re-based from its own parameter counts, so axes and fits never mix "
+            "bases")
+    parser.add_argument("--flops-params", choices=["total", "non-embedding"], default="total",
+                        help="N in compute_flops = 6·N·D: all parameters (Hoffmann et al. 2022; "
+                             "default) or non-embedding ones (Kaplan et al. 2020); " + what)
+
+
 def add_json_arg(parser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the same records as JSON instead of a table")

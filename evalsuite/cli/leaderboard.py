@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ._common import CliError, add_json_arg, emit_records, parse_list
+from ._common import CliError, add_flops_arg, add_json_arg, emit_records, parse_list
 
 DIFF_COLUMNS = ("status", "task", "series", "size", "step", "precision", "shots", "old", "new",
                 "delta", "z")
@@ -49,6 +49,7 @@ def register(subparsers) -> None:
                         "8); the files do not depend on it")
     p.add_argument("--no-scaling", action="store_true",
                    help="skip the scaling-law fits, predictions and emergence sections")
+    add_flops_arg(p)
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -72,7 +73,9 @@ def _read_rows(dirs: list[str]):
 def _build_command(args) -> str:
     return shlex.join(["evalsuite", "leaderboard", "--results", *args.results, "--out", args.out]
                       + (["--predict-sizes", args.predict_sizes] if args.predict_sizes else [])
-                      + (["--no-scaling"] if args.no_scaling else []))
+                      + (["--no-scaling"] if args.no_scaling else [])
+                      + (["--flops-params", args.flops_params]
+                         if args.flops_params != "total" else []))
 
 
 def _os_reason(e: OSError) -> str:
@@ -113,7 +116,7 @@ def run(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise CliError(f"--jobs {args.jobs}: give a number of worker processes >= 1")
     opts = {"scaling": not args.no_scaling, "predict_sizes": tuple(parse_list(args.predict_sizes)),
-            "jobs": args.jobs or default_jobs()}
+            "jobs": args.jobs or default_jobs(), "flops_basis": args.flops_params}
     if args.diff:
         return _diff(args, rows)
     if args.check:

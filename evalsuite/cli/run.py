@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ._common import (CliError, add_data_args, add_json_arg, add_results_arg, data_dir_from,
-                      iter_progress, parse_list)
+from ._common import (CliError, add_data_args, add_flops_arg, add_json_arg, add_results_arg,
+                      data_dir_from, iter_progress, parse_list)
 
 
 def register(sub) -> None:
@@ -39,6 +39,7 @@ def register(sub) -> None:
                         "counted in the rows' n_skipped_items) instead of stopping")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the checkpoint folder/hub (off by default)")
+    add_flops_arg(p, recorded=True)
     p.add_argument("--no-tuning", dest="tuning", action="store_false",
                    help="leave the process as it is: no glibc allocator tuning, no compiled-"
                         "template cache in lm-eval, no request memo (slower, same numbers; "
@@ -134,7 +135,8 @@ def build_config(args, tasks):
                      include_path=";".join(args.include_path) or None,
                      trust_remote_code=args.trust_remote_code,
                      skip_bad_items=bool(getattr(args, "skip_bad_items", False)),
-                     tuning=bool(getattr(args, "tuning", True)))
+                     tuning=bool(getattr(args, "tuning", True)),
+                     flops_basis=getattr(args, "flops_params", "total"))
 
 
 def execute(series_path, task_names, args, *, quiet=False) -> int:

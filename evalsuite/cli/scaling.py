@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ._common import (CliError, add_json_arg, add_results_arg, emit_records, frame_records,
-                      parse_list)
+from ._common import (CliError, add_flops_arg, add_json_arg, add_results_arg, emit_records,
+                      frame_records, parse_list)
 
 
 def _common_args(p, *, series_required: bool = False) -> None:
@@ -20,6 +20,7 @@ def _common_args(p, *, series_required: bool = False) -> None:
                    help="shots of the rows to use (default 0; -1 for any)")
     p.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_flops_arg(p)
     p.add_argument("--no-samples", action="store_true",
                    help="ignore per-sample files (results/samples/): bootstrap items from the "
                         "stderr instead, and no log-probability companion for emergence")
@@ -83,6 +84,7 @@ def register(sub) -> None:
 def _load(args):
     from pathlib import Path
 
+    from ..records import rebase_flops_frame
     from ..store import ResultStore
 
     if not Path(args.results).is_dir():
@@ -91,6 +93,7 @@ def _load(args):
     frame = ResultStore(args.results).to_frame()
     if frame.empty:
         raise CliError(f"no rows in {args.results}: run `evalsuite run` or `evalsuite import PATH`")
+    frame = rebase_flops_frame(frame, getattr(args, "flops_params", "total"))
     if getattr(args, "num_fewshot", -1) is not None and args.num_fewshot >= 0:
         frame = frame[frame["num_fewshot"] == args.num_fewshot]
     series = getattr(args, "series", None)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import sections
+from ..records import rebase_flops
 from .cells import ScoreCell, coerce_rows, primary_cells, rows_digest
 from .plots import PlotSpec
 from .render import render_files
@@ -54,14 +55,17 @@ MANIFEST_FILE = "MANIFEST.json"
 
 
 def prepare_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Sequence[str] = (),
-                        jobs: int = 1) -> LeaderboardData:
+                        jobs: int = 1, flops_basis: str = "total") -> LeaderboardData:
     """Compute every table and plot spec from result rows (a list of ResultRow or a DataFrame).
 
     ``scaling=False`` skips the scaling-law sections (fits, predictions, emergence);
     ``predict_sizes``: size labels to predict (default: the next two rungs of each ladder);
-    ``jobs``: worker processes for the fits (the output does not depend on it).
+    ``jobs``: worker processes for the fits (the output does not depend on it);
+    ``flops_basis``: what N counts in compute = 6·N·D on every axis and fit (``records.FLOPS_BASES``;
+    each row is re-based from its own parameter counts, so one page never mixes bases).
     """
-    rows = coerce_rows(rows)
+    given = coerce_rows(rows)  # the manifest names these (what the results folder holds)
+    rows = [rebase_flops(r, flops_basis) for r in given]
     cells, superseded = primary_cells(rows)
     by_task: dict[str, list[ScoreCell]] = {}
     for c in cells:
@@ -79,23 +83,24 @@ def prepare_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Seque
         sc = sections.ScalingOutput.unavailable("scaling sections were switched off")
     notes.update(sc.notes)
     plots = {t: PlotSpec.from_cells(t, by_task[t], sc.curves.get(t, ()),
-                                    sc.predicted_points.get(t, ()))
+                                    sc.predicted_points.get(t, ()), flops_basis=flops_basis)
              for t in sorted(by_task)}
     if not cells:
         notes["summary"] = "no primary-metric result rows yet."
     return LeaderboardData(
-        n_rows=len(rows), digest=rows_digest(rows), cells=tuple(cells), superseded=superseded,
+        n_rows=len(given), digest=rows_digest(given), cells=tuple(cells), superseded=superseded,
         task_tables=task_tables, summary=summary_table(cells), predictions=sc.predictions,
         emergence=sc.emergence, precision=precision, notes=notes, plots=plots, task_slugs=slugs)
 
 
 def render_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Sequence[str] = (),
-                       jobs: int = 1) -> dict[str, bytes]:
+                       jobs: int = 1, flops_basis: str = "total") -> dict[str, bytes]:
     """Every leaderboard file as {relative path: bytes}; deterministic in the rows (the same
     bytes for any ``jobs``, the worker processes for fits and plots)."""
     from .. import __version__
 
-    data = prepare_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs)
+    data = prepare_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs,
+                               flops_basis=flops_basis)
     files = render_files(data, version=__version__, jobs=jobs)
     manifest = {"evalsuite_version": __version__, "rows": data.n_rows, "rows_sha256": data.digest,
                 "environment": build_environment(),
@@ -152,7 +157,8 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
 
 
 def build_leaderboard(rows: Any, out_dir: str | os.PathLike, *, scaling: bool = True,
-                      predict_sizes: Sequence[str] = (), jobs: int = 1) -> list[str]:
+                      predict_sizes: Sequence[str] = (), jobs: int = 1,
+                      flops_basis: str = "total") -> list[str]:
     """Write the leaderboard files under ``out_dir``; returns their relative paths.
 
     The new folder is written whole beside ``out_dir`` (``.<name>.building-*``) and swapped in
@@ -167,7 +173,8 @@ def build_leaderboard(rows: Any, out_dir: str | os.PathLike, *, scaling: bool = 
     cannot be written (see also ``check_output_folder``).
     """
     out = check_output_folder(out_dir)
-    files = render_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs)
+    files = render_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs,
+                               flops_basis=flops_basis)
     _write_folder(out, files)
     return sorted(files)
 

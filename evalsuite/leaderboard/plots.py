@@ -60,10 +60,12 @@ class PlotSpec:
     curves: tuple[Curve, ...]
     predicted: tuple[PredictedPoint, ...]
     n_without_compute: int
+    x_label: str = "training compute (FLOPs, 6·N·D, N = total parameters)"
 
     @classmethod
     def from_cells(cls, task: str, cells: Sequence[Any], curves: Sequence[Curve] = (),
-                   predicted: Sequence[PredictedPoint] = ()) -> "PlotSpec":
+                   predicted: Sequence[PredictedPoint] = (),
+                   flops_basis: str = "total") -> "PlotSpec":
         """One line per series x size x precision (x shots when several), sorted by compute."""
         groups: dict[tuple, list] = {}
         missing = 0
@@ -107,7 +109,8 @@ class PlotSpec:
         metrics = sorted({c.metric for c in cells})
         y_label = ("chance-normalised " if normalised else "") + "/".join(metrics)
         return cls(task=task, y_label=y_label, lines=tuple(lines), curves=tuple(curves),
-                   predicted=tuple(predicted), n_without_compute=missing)
+                   predicted=tuple(predicted), n_without_compute=missing,
+                   x_label=f"training compute (FLOPs, 6·N·D, N = {flops_basis} parameters)")
 
 
 def _short(name: str, limit: int = 30) -> str:
@@ -171,7 +174,7 @@ def render_plot_png(spec: PlotSpec, *, version: str, provenance: str, dpi: int =
         else:
             ax.text(0.5, 0.5, "no rows with compute_flops for this task", ha="center",
                     va="center", transform=ax.transAxes)
-        ax.set_xlabel("training compute (FLOPs, 6·N·D)")
+        ax.set_xlabel(spec.x_label)
         ax.set_ylabel(_text(spec.y_label, 60))
         ax.set_title(_text(spec.task, 90), fontsize=10)
         ax.grid(True, which="major", linewidth=0.4, alpha=0.5)

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from ..precision.apply import AppliedPrecision
 from ..precision.spec import PrecisionError, parse_precision
-from ..records import ResultRow, RunConfig, TaskSpec, config_hash, metric_higher_is_better
+from ..records import (ResultRow, RunConfig, TaskSpec, config_hash, flops_for,
+                       metric_higher_is_better)
 from ..stats import metric_stderr
 from .keys import effective_fewshot
 from .plan import Cell, RunError
@@ -228,7 +229,9 @@ def rows_for_cell(cell: Cell, scores: dict[str, Any], config: RunConfig, *, wall
         rows.append(ResultRow(
             checkpoint_id=ckpt.id, series=ckpt.series, size=ckpt.size, step=ckpt.step,
             n_params=ckpt.n_params, n_params_nonembedding=ckpt.n_params_nonembedding,
-            tokens_seen=ckpt.tokens_seen, compute_flops=ckpt.compute_flops,
+            tokens_seen=ckpt.tokens_seen, flops_basis=config.flops_basis,
+            compute_flops=flops_for(ckpt.n_params, ckpt.n_params_nonembedding, ckpt.tokens_seen,
+                                    config.flops_basis),
             weight_hash=ckpt.weight_hash, precision=ckpt.precision, task=spec.name,
             task_version=spec.version, metric=metric, is_primary=(i == primary),
             value=value if finite else None, stderr=st["stderr"] if finite else None,
