@@ -24,6 +24,12 @@ def test_tokens_given_after_the_run_reach_rows_plots_and_fits(tmp_path, monkeypa
     assert "have no tokens seen" in err and "--tokens-per-step N --annotate" in err
     store = ResultStore(tmp_path / "results")
     assert all(r.compute_flops is None for r in store.read_rows())
+    # without compute the plot falls back to parameters (one step per size) and says why
+    from evalsuite.leaderboard import prepare_leaderboard
+
+    spec = prepare_leaderboard(store.read_rows(), scaling=False).plots["copa"]
+    assert spec.x_label.startswith("parameters (no compute") and "--annotate" in spec.x_label
+    assert len(spec.lines) == 1 and len(spec.lines[0].x) == 4 and spec.n_without_compute == 0
     keys = {r.cell_key for r in store.read_rows()}
 
     # from here on no model may load
@@ -57,3 +63,15 @@ def test_annotate_needs_a_results_folder(tmp_path, capsys):
     build_tiny_series(root, sizes=SIZES[:1], steps=(100,), tokens_per_step=None)
     assert cli_in(tmp_path, "series", str(root), "--tokens-per-step", "8", "--annotate") == 2
     assert "no results in results" in capsys.readouterr().err
+
+
+def test_plots_fall_back_to_steps_when_sizes_have_several():
+    import dataclasses
+
+    from evalsuite.leaderboard import prepare_leaderboard
+    from evalsuite.testing import synthetic_rows
+
+    rows = [dataclasses.replace(r, compute_flops=None, tokens_seen=None) for r in synthetic_rows()]
+    spec = next(iter(prepare_leaderboard(rows, scaling=False).plots.values()))
+    assert spec.x_label.startswith("training step (no compute")
+    assert spec.lines and all(len(line.x) > 1 for line in spec.lines)

@@ -66,14 +66,22 @@ class PlotSpec:
     def from_cells(cls, task: str, cells: Sequence[Any], curves: Sequence[Curve] = (),
                    predicted: Sequence[PredictedPoint] = (),
                    flops_basis: str = "total") -> "PlotSpec":
-        """One line per series x size x precision (x shots when several), sorted by compute."""
+        """One line per series x size x precision (x shots when several), sorted by compute.
+
+        Where no cell of the task has compute (tokens seen unknown), the axis falls back to
+        training steps (one line per size), or, with one step per size, to parameters (one line
+        per series), and the label says so and names the fix.
+        """
+        x_name, x_label = _x_axis(cells, flops_basis)
         groups: dict[tuple, list] = {}
         missing = 0
         for c in cells:
-            if c.compute_flops is None or c.compute_flops <= 0 or c.plot_value is None:
+            x = getattr(c, x_name)
+            if x is None or x <= 0 or c.plot_value is None:
                 missing += 1
                 continue
-            groups.setdefault((c.series, c.size, c.precision, c.num_fewshot), []).append(c)
+            size = "" if x_name == "n_params" else c.size
+            groups.setdefault((c.series, size, c.precision, c.num_fewshot), []).append(c)
         precisions = sorted({k[2] for k in groups})
         shots = {k[3] for k in groups}
         sizes_by_series: dict[str, list] = {}
@@ -89,7 +97,7 @@ class PlotSpec:
                 (math.inf if groups[k][0].n_params is None else groups[k][0].n_params, k[1])),
                 k[2], -1 if k[3] is None else k[3])):
             series, size, precision, nshot = key
-            cs = sorted(groups[key], key=lambda c: (c.compute_flops, -1 if c.step is None
+            cs = sorted(groups[key], key=lambda c: (getattr(c, x_name), -1 if c.step is None
                                                     else c.step))
             ranks = sizes_by_series[series]
             n = cs[0].n_params
@@ -103,14 +111,31 @@ class PlotSpec:
             lines.append(Line(label=label, series=series,
                               size_rank=pos / max(1, len(ranks) - 1),
                               precision_rank=precisions.index(precision),
-                              x=tuple(c.compute_flops for c in cs),
+                              x=tuple(float(getattr(c, x_name)) for c in cs),
                               y=tuple(c.plot_value for c in cs), err=err))
         normalised = any(c.score is not None for c in cells)
         metrics = sorted({c.metric for c in cells})
         y_label = ("chance-normalised " if normalised else "") + "/".join(metrics)
         return cls(task=task, y_label=y_label, lines=tuple(lines), curves=tuple(curves),
-                   predicted=tuple(predicted), n_without_compute=missing,
-                   x_label=f"training compute (FLOPs, 6·N·D, N = {flops_basis} parameters)")
+                   predicted=tuple(predicted), n_without_compute=missing, x_label=x_label)
+
+
+_NO_COMPUTE = ("no compute: tokens seen unknown; `evalsuite series PATH --tokens-per-step N "
+               "--annotate` adds it")
+
+
+def _x_axis(cells: Sequence[Any], flops_basis: str) -> tuple[str, str]:
+    """The x attribute and axis label: compute where any cell has it, else steps (several per
+    size), else parameters."""
+    if any(c.compute_flops for c in cells):
+        return "compute_flops", f"training compute (FLOPs, 6·N·D, N = {flops_basis} parameters)"
+    steps: dict[tuple, set] = {}
+    for c in cells:
+        if c.step:
+            steps.setdefault((c.series, c.size), set()).add(c.step)
+    if any(len(s) > 1 for s in steps.values()):
+        return "step", f"training step ({_NO_COMPUTE})"
+    return "n_params", f"parameters ({_NO_COMPUTE})"
 
 
 def _short(name: str, limit: int = 30) -> str:
