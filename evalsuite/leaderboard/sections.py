@@ -186,7 +186,10 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
         n_groups += 1
         points = _final_per_size(group)
         if len({c.compute_flops for c in points}) < MIN_SIZES:
-            skipped.append(f"{task}/{series}: {len(points)} sizes with compute")
+            unknown = len({c.size for c in group if not c.compute_flops})
+            skipped.append(f"{task}/{series}: {len(points)} sizes with compute" + (
+                f" ({unknown} without: tokens seen unknown; `evalsuite series PATH "
+                "--tokens-per-step N --annotate` adds it)" if unknown else ""))
             continue
         todo.append(((task, series, shots), points, _targets(points, sizes)))
     results = parallel_map(_fit_group, [(f"{k[0]}/{k[1]}", p, t) for k, p, t in todo], jobs)
