@@ -43,3 +43,15 @@ def test_a_run_prints_no_library_warning(tmp_path):
     noise = [line for line in (out.stdout + out.stderr).splitlines()
              if re.search(r"warn|deprecat|^W\d{4} |it/s\]", line, re.I)]
     assert not noise, "library noise in a plain run:\n" + "\n".join(noise[:10])
+
+
+def test_a_fit_that_fails_exits_non_zero_and_says_why(capsys):
+    """Every fit failing (too few sizes) is an error, not exit 0 with a table of errors."""
+    from conftest import REPO_ROOT, cli_in
+
+    code = cli_in(REPO_ROOT, "fit", "--series", "ladder", "--tasks", "arithmetic_2da",
+                  "--max-params", "60000", "--n-boot", "0", "--form", "power",
+                  "--results", str(REPO_ROOT / "results"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: no fit for arithmetic_2da" in err and "--form linear" in err

@@ -186,7 +186,13 @@ def run_fit(args) -> int:
         print("\n\n".join(reports))
     else:
         emit_records(records)
-    return 0
+    failed = [r for r in records if r.get("error")]
+    for r in failed:  # a partly failed command says what failed and exits non-zero
+        print(f"{'warning' if len(failed) < len(records) else 'error'}: no fit for {r['task']}: "
+              f"{r['error']}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(records)} fit(s) failed (listed above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_emergence(args) -> int:

@@ -368,7 +368,8 @@ class ScalingLaw:
         if n_distinct < law.n_params + 1 and not selecting:
             raise FitError(f"the {form} law has {law.n_params} parameters and needs at least "
                            f"{law.n_params + 1} distinct {self.x} values; got {n_distinct}. Add "
-                           "sizes or checkpoints, or use form='linear' (2) or 'flat' (1)")
+                           "sizes or checkpoints, or use the form linear (2) or flat (1): "
+                           "form='linear' here, --form linear in the CLI")
 
         candidates = []
         theta = None
