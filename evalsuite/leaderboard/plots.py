@@ -102,7 +102,8 @@ class PlotSpec:
             ranks = sizes_by_series[series]
             n = cs[0].n_params
             pos = ranks.index((math.inf if n is None else n, size))
-            label = f"{_short(series, 18)} {_short(size, 10)}"
+            # with no size in the key (a parameters axis) the line is the whole series
+            label = f"{_short(series, 18)} {_short(size, 10)}".rstrip()
             if len(precisions) > 1:
                 label += f" {precision}"
             if len(shots) > 1:

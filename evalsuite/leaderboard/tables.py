@@ -76,27 +76,27 @@ def summary_table(cells: Sequence[ScoreCell]) -> Table:
             return f"{c.task} ({'?' if c.num_fewshot is None else c.num_fewshot}-shot)"
         return c.task
 
-    latest = {k: (None, c.step, c.n_params, c.compute_flops)
-              for k, c in latest_by(cells, key=lambda c: (c.series, c.size, c.precision)).items()}
+    latest = latest_by(cells, key=lambda c: (c.series, c.size, c.precision))
     task_cols = sorted({column(c) for c in cells})
     values: dict[tuple, dict[str, float | None]] = {k: {} for k in latest}
     scores: dict[tuple, list[float]] = {k: [] for k in latest}
     used: list[ScoreCell] = []
     for c in cells:
         k = (c.series, c.size, c.precision)
-        if c.step == latest[k][1]:
+        if c.step == latest[k].step:
             values[k][column(c)] = c.plot_value
             if c.score is not None:
                 scores[k].append(c.score)
             used.append(c)
-    order = sorted(latest, key=lambda k: (k[0], none_last(latest[k][2]), k[1],
+    order = sorted(latest, key=lambda k: (k[0], none_last(latest[k].n_params), k[1],
                                           precision_rank(k[2])))
     rows = []
     for k in order:
         vals = values[k]
         present = scores[k]  # the mean is over normalised scores only, never raw perplexities
         mean = sum(present) / len(present) if present else None
-        rows.append((k[0], k[1], latest[k][2], latest[k][1], k[2], latest[k][3], mean,
+        last = latest[k]
+        rows.append((k[0], k[1], last.n_params, last.step, k[2], last.compute_flops, mean,
                      len(present)) + tuple(vals.get(t) for t in task_cols))
     formats = {"n_params": "int", "step": "step", "compute_flops": "sci", "mean_score": "num",
                "tasks": "int"}
