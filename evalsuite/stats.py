@@ -261,16 +261,20 @@ def bootstrap_refits(refit: Callable[[np.ndarray], Any], n_units: int, n_boot: i
 
 
 def observation_interval(curves, mean, level: float, rng, *, n_items: int | None = None,
-                         noise_sd: float = 0.0, bounded: bool = True) -> tuple[Any, Any]:
+                         noise_sd: float = 0.0, bounded: bool = True,
+                         draws_per_curve: int = 1) -> tuple[Any, Any]:
     """The ``level`` interval of a new measured score at each x, from bootstrap curves.
 
     Each curve (one row per bootstrap replicate) gets the noise of one measurement: binomial,
     sqrt(p (1 - p) / n_items), for a bounded score over ``n_items`` items, else ``noise_sd``;
     the draws are clipped to [0, 1] when ``bounded``, and the interval is widened to contain the
     fitted ``mean`` (statsmodels' distinction: an interval for the mean curve and one for a new
-    observation; this is the second).
+    observation; this is the second). ``draws_per_curve`` noise draws per curve lower the Monte
+    Carlo error of the percentiles.
     """
     curves = np.asarray(curves, float)
+    if draws_per_curve > 1:
+        curves = np.repeat(curves, draws_per_curve, axis=0)
     if bounded and n_items:
         p = np.clip(curves, 1e-3, 1 - 1e-3)
         sd = np.sqrt(p * (1 - p) / n_items)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..scaling.fit import DEFAULT_N_BOOT
 from ._common import (CliError, add_flops_arg, add_json_arg, add_results_arg, emit_records,
                       frame_records, parse_list)
 
@@ -18,7 +19,8 @@ def _common_args(p, *, series_required: bool = False) -> None:
                         "arc_challenge sciq; mmlu: its subjects)")
     p.add_argument("--num-fewshot", type=int, default=0,
                    help="shots of the rows to use (default 0; -1 for any)")
-    p.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates (default 100)")
+    p.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT,
+                   help=f"bootstrap replicates (default {DEFAULT_N_BOOT}, as in the leaderboard)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     add_flops_arg(p)
     p.add_argument("--no-samples", action="store_true",
@@ -78,6 +80,9 @@ def register(sub) -> None:
     p.add_argument("--level", type=float, default=0.9,
                    help="level of the prediction interval (default 0.9: a 90%% interval)")
     p.add_argument("--detail", action="store_true", help="one row per task and held-out size")
+    p.add_argument("--calibration", action="store_true",
+                   help="coverage of the 50/80/90/95%% intervals with the misses below/above "
+                        "and a PIT histogram, per series, split and group, then pooled")
     p.set_defaults(func=run_backtest)
 
 
@@ -166,18 +171,27 @@ def run_fit(args) -> int:
     tasks = _tasks(args, frame)
     samples = _item_samples(args, frame, tasks)
     for task in tasks:
-        rows = select_points(frame, task=task, step="final", max_params=args.max_params)
+        rows = select_points(frame, task=task, step="final")
+        excluded = {}
+        if args.max_params is not None:
+            big = rows[rows["n_params"].astype(float) > args.max_params]
+            excluded.update({str(z): f"above --max-params {args.max_params:g}"
+                             for z in big["size"].unique()})
+            rows = rows[rows["n_params"].astype(float) <= args.max_params]
         if args.exclude_sizes:
-            rows = rows[~rows["size"].isin(parse_list(args.exclude_sizes))]
+            drop = parse_list(args.exclude_sizes)
+            excluded.update({z: "--exclude-sizes" for z in drop if z in set(rows["size"])})
+            rows = rows[~rows["size"].isin(drop)]
         try:
-            fit = law.fit(rows, samples)
+            fit = law.fit(rows, samples, excluded=excluded)
         except FitError as e:
             records.append({"task": task, "error": str(e)})
             continue
         s = fit.summary()
         rec = {"task": task, "metric": s["metric"], "form": s["form"], "n": s["n_points"]}
         rec.update({k: v for k, v in s["params"].items()})
-        rec.update({"aicc": s["aicc"], "bic": s["bic"]})
+        rec.update({"aicc": s["aicc"], "bic": s["bic"],
+                    "chi2_p": s["goodness_of_fit"]["p"], "flag": s["fit_flag"]})
         records.append(rec if not args.json else {**rec, "summary": s})
         reports.append(fit.report())
     if args.json:
@@ -265,7 +279,7 @@ def run_predict(args) -> int:
                        "sizes below the smallest requested one, or those up to --max-params N); "
                        "evaluate smaller sizes, or let larger ones in with --max-params N")
     cols = ["task", "size", "n_params", "predicted", "lower", "upper", "extrapolated",
-            "distance_decades", "actual", "form", "n_fit"]
+            "distance_decades", "actual", "form", "n_fit", "fit_flag"]
     if args.json:
         emit_records(records, as_json=True)
     elif done:
@@ -292,7 +306,7 @@ def _predict_reason(message: str) -> str:
 def run_backtest(args) -> int:
     import pandas as pd
 
-    from ..scaling import FitError, ScalingLaw, backtest, summarize_backtest
+    from ..scaling import FitError, ScalingLaw, backtest, calibration_table, summarize_backtest
 
     frame = _load(args)
     tasks = _tasks(args, frame)
@@ -315,6 +329,13 @@ def run_backtest(args) -> int:
     if result.empty:
         raise CliError("no task could be back-tested (each needs 4 fitted sizes and the "
                        "held-out sizes); check --series and --holdout")
-    table = result if args.detail else summarize_backtest(result)
+    if args.calibration:
+        table = calibration_table(result)
+    else:
+        table = result if args.detail else summarize_backtest(result)
     emit_records(frame_records(table), as_json=args.json)
+    if args.calibration and not args.json:
+        print("cover_P: share of held-out scores inside the P% interval; miss_P_below_above: "
+              "scores under / over it; pit_deciles: counts of the predictive probability of "
+              "each actual score in tenths (flat when calibrated). Method: docs/scaling.md")
     return 0

@@ -33,7 +33,8 @@ from .tables import Table
 __all__ = ["ScalingOutput", "run_scaling", "FIT_SETTINGS", "PREDICTION_LEVEL"]
 
 #: Settings of every leaderboard fit (fixed so the leaderboard's bytes are reproducible).
-FIT_SETTINGS = {"form": "auto", "x": "compute_flops", "n_boot": 40, "seed": 0}
+#: (n_boot is ScalingLaw's default, DEFAULT_N_BOOT, as in `evalsuite predict`: one fit, one interval)
+FIT_SETTINGS = {"form": "auto", "x": "compute_flops", "seed": 0}
 PREDICTION_LEVEL = 0.9
 #: Fewest sizes (distinct final computes) a series needs before it is fitted.
 MIN_SIZES = 4
@@ -164,7 +165,7 @@ def _fit_group(job: tuple) -> tuple:
         p = fit.predict(x, level=PREDICTION_LEVEL)
         preds.append((float(p.mean), float(p.lower), float(p.upper), bool(p.extrapolated),
                       float(p.distance)))
-    return ("ok", fit.form, fit.n_points, band, tuple(preds))
+    return ("ok", fit.form, fit.n_points, band, tuple(preds), fit.fit_flag)
 
 
 def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, str]:
@@ -197,7 +198,7 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
         if res[0] == "skip":
             skipped.append(res[1])
             continue
-        _, form, n_fit, (grid, mean, lower, upper), preds = res
+        _, form, n_fit, (grid, mean, lower, upper), preds, flag = res
         n_fitted += 1
         used.extend(points)
         norm = _normaliser(points)
@@ -213,7 +214,7 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
                 lower=float(norm(p_lo)), upper=float(norm(p_hi))))
             score = norm(p_mean) if points[0].score is not None else None
             rows.append((task, shots, series, target, float(n), src, float(x), p_mean, p_lo,
-                         p_hi, score, "yes" if extrap else "no", dist, form, n_fit))
+                         p_hi, score, "yes" if extrap else "no", dist, form, n_fit, flag))
     note = (f"{n_fitted} of {n_groups} task x series groups fitted"
             + (f"; not fitted: {'; '.join(skipped[:20])}" + ("; ..." if len(skipped) > 20 else "")
                if skipped else "") + ".")
@@ -224,17 +225,19 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
         name="predictions", title="Predictions for sizes not evaluated",
         columns=("task", "shots", "series", "size", "n_params", "n_params_source",
                  "compute_flops", "predicted", "lower", "upper", "predicted_score",
-                 "extrapolated", "extrapolation_decades", "form", "n_fit"),
+                 "extrapolated", "extrapolation_decades", "form", "n_fit", "fit_flag"),
         rows=tuple(rows), n_source=len(used), digest=digest_of(c.digest for c in used),
         formats={"shots": "int", "n_params": "sci", "compute_flops": "sci", "predicted": "num",
                  "lower": "num", "upper": "num", "predicted_score": "num",
                  "extrapolation_decades": "num", "n_fit": "int"},
         note=("Predictions, not measurements: the scaling law of evalsuite.scaling.fit (form "
-              f"{FIT_SETTINGS['form']!r}, {FIT_SETTINGS['n_boot']} bootstrap replicates) fitted "
+              f"{FIT_SETTINGS['form']!r}, {_n_boot()} bootstrap replicates) fitted "
               "to the final checkpoint of each size (the series' widest precision), score "
               "against compute, evaluated at 6 * n_params * the series' final tokens. "
               f"lower/upper: {PREDICTION_LEVEL:.0%} prediction interval of the raw value; "
-              "predicted_score is the chance-normalised mean. " + note))
+              "predicted_score is the chance-normalised mean; fit_flag: a poor fit (chi-square "
+              "p < 0.01: the law misses its points by more than their noise) or a parameter "
+              "on its bound. " + note))
     return table, curves, predicted, ""
 
 
@@ -314,6 +317,11 @@ def _api_note(section: str, e: Exception) -> str:
     first = str(e).splitlines()[0] if str(e) else ""
     return (f"not available: the {section} API of evalsuite.scaling differs from what the "
             f"leaderboard expects ({type(e).__name__}: {first}).")
+
+
+def _n_boot() -> int:
+    from ..scaling.fit import DEFAULT_N_BOOT
+    return DEFAULT_N_BOOT
 
 
 def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = (),

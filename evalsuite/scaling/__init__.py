@@ -3,7 +3,8 @@
 Takes pandas DataFrames (the ResultRow columns); never imports torch, the runner or the store.
 """
 
-from .backtest import CORE_TASKS, backtest, summarize_backtest, task_group
+from .backtest import (CALIBRATION_LEVELS, CORE_TASKS, backtest, calibration_table,
+                       summarize_backtest, task_group)
 from .emergence import (EmergenceResult, classify_curve, detect_emergence, emergence_table,
                         logprob_rows)
 from .fit import (FitError, Prediction, ScalingFit, ScalingLaw, fit_scaling_law, select_points)
@@ -14,7 +15,7 @@ from .observational import (CapabilityPCA, FamilyEfficiency, ObservationalPredic
                             place_models, select_families)
 
 __all__ = [
-    "CORE_TASKS", "CapabilityPCA", "FamilyEfficiency", "ObservationalPredictor", "ObsDataError",
+    "CALIBRATION_LEVELS", "CORE_TASKS", "calibration_table", "CapabilityPCA", "FamilyEfficiency", "ObservationalPredictor", "ObsDataError",
     "observational", "place_models", "select_families", "EmergenceResult", "FitError", "LAWS", "Law", "Prediction", "ScalingFit",
     "ScalingLaw", "SizeTokenFit", "SizeTokenLaw", "backtest", "classify_curve",
     "detect_emergence", "emergence_table", "fit_scaling_law", "get_law", "logprob_rows",

@@ -20,7 +20,11 @@ import pandas as pd
 
 from .fit import FitError, ScalingLaw, select_points
 
-__all__ = ["CORE_TASKS", "task_group", "backtest", "summarize_backtest"]
+__all__ = ["CORE_TASKS", "task_group", "backtest", "summarize_backtest", "calibration_table",
+           "CALIBRATION_LEVELS"]
+
+#: nominal levels of the calibration report
+CALIBRATION_LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 CORE_TASKS = ("lambada_openai", "piqa", "winogrande", "arc_easy", "arc_challenge", "sciq")
 
@@ -47,13 +51,16 @@ def backtest(frame: pd.DataFrame, *, series: str, holdout: int | Sequence[str] =
              tasks: Iterable[str] | None = None, exclude_sizes: Sequence[str] = (),
              num_fewshot: int | None = 0, metric: str | None = None, level: float = 0.9,
              law: ScalingLaw | None = None, groups: Sequence[str] = ("core", "mmlu", "other"),
-             samples: pd.DataFrame | None = None) -> pd.DataFrame:
+             samples: pd.DataFrame | None = None,
+             levels: Sequence[float] = CALIBRATION_LEVELS) -> pd.DataFrame:
     """Per task and held-out size: actual, prediction, interval, baselines B1 and B2.
 
     ``holdout``: the number of largest sizes to hold out, or their size labels (then the fit
     uses only sizes smaller than the smallest held-out one). Only final checkpoints are used.
     ``metric``: None for each task's primary metric. ``samples``: optional per-sample results
-    (``checkpoint_id``, ``task``, ``value``) for the bootstrap over items.
+    (``checkpoint_id``, ``task``, ``value``) for the bootstrap over items. ``levels``: the
+    intervals also given as ``lower_<pct>`` / ``upper_<pct>`` columns (calibration report);
+    ``pit`` is each actual score's predictive probability (uniform when calibrated).
     """
     law = law or ScalingLaw(x="n_params")
     f = select_points(frame, series=series, metric=metric, step="final", num_fewshot=num_fewshot)
@@ -85,12 +92,16 @@ def backtest(frame: pd.DataFrame, *, series: str, holdout: int | Sequence[str] =
         test_rows = g[g["size"].isin(held)].sort_values("n_params")
         if test_rows.empty or fit_rows["n_params"].nunique() < 4:
             continue
+        excluded = {z: "excluded by the caller" for z in exclude_sizes}
+        excluded.update({z: "held out" for z in held})
         try:
-            fit = law.fit(fit_rows, samples)
+            fit = law.fit(fit_rows, samples, excluded=excluded)
         except FitError:
             continue
         x_new = test_rows[law.x].to_numpy(float)
-        pred = fit.predict(x_new, level=level)
+        pred = fit.predict(x_new, level=level, seed=law.seed)
+        extra = {lv: fit.predict(x_new, level=lv, seed=law.seed) for lv in levels}
+        pit = fit.pit(x_new, test_rows["value"].to_numpy(float), seed=law.seed)
         x_fit = fit_rows["n_params"].to_numpy(float)
         y_fit = fit_rows["value"].to_numpy(float)
         b1 = float(y_fit[np.argmax(x_fit)])
@@ -108,8 +119,47 @@ def backtest(frame: pd.DataFrame, *, series: str, holdout: int | Sequence[str] =
                 "b1": b1, "b2": float(b2[i]),
                 "abs_error": abs(float(pred.mean[i]) - actual),
                 "abs_error_b1": abs(b1 - actual), "abs_error_b2": abs(float(b2[i]) - actual),
-                "form": fit.form, "n_fit": fit.n_points})
+                "form": fit.form, "n_fit": fit.n_points, "pit": float(pit[i]),
+                "alt_weight": fit.alt_weight, "fit_flag": fit.fit_flag,
+                **{f"lower_{_pct(lv)}": float(p.lower[i]) for lv, p in extra.items()},
+                **{f"upper_{_pct(lv)}": float(p.upper[i]) for lv, p in extra.items()}})
     return pd.DataFrame(out)
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:g}"
+
+
+def calibration_table(result: pd.DataFrame, levels: Sequence[float] = CALIBRATION_LEVELS,
+                      by: Sequence[str] = ("series", "split", "group")) -> pd.DataFrame:
+    """Coverage at each level with the share of misses below and above the interval, per
+    ``by`` group, then per task group pooled over every series and split (``series`` = "all").
+
+    A calibrated interval covers its level, and its misses fall on both sides alike: misses all
+    above mean the law under-predicts (the score keeps rising where the fit flattens).
+    """
+    if result.empty:
+        return pd.DataFrame()
+
+    def row(g):
+        out = {"n": len(g), "mae": float(g["abs_error"].mean())}
+        for lv in levels:
+            lo, hi = g[f"lower_{_pct(lv)}"], g[f"upper_{_pct(lv)}"]
+            below = int((g["actual"] < lo).sum())
+            above = int((g["actual"] > hi).sum())
+            out[f"cover_{_pct(lv)}"] = round(1 - (below + above) / len(g), 3)
+            out[f"miss_{_pct(lv)}_below_above"] = f"{below}/{above}"
+        pit = g["pit"].to_numpy(float)
+        out["pit_deciles"] = " ".join(str(int(c)) for c in
+                                      np.histogram(pit, bins=10, range=(0, 1))[0])
+        return out
+
+    rows = []
+    for key, g in result.groupby(list(by), sort=False):
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), **row(g)})
+    for grp, g in result.groupby("group", sort=False):
+        rows.append({**{b: "all" for b in by if b != "group"}, "group": grp, **row(g)})
+    return pd.DataFrame(rows)
 
 
 def _label(n: float) -> str:

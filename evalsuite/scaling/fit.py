@@ -30,17 +30,34 @@ Bootstrap replicates refit the law on resampled data (Efron & Tibshirani 1993, c
 * over models: the fitted models are resampled with replacement (pairs bootstrap), which
   captures misspecification and the leverage of the largest models.
 
-``bootstrap="both"`` (default) does both in each replicate. With only ``k + 1`` models for a
-``k``-parameter form (e.g. 4 sizes for the power law) the pairs bootstrap can only permute them,
-so the interval then reflects item noise alone: expect it to be too narrow. With
-``form_uncertainty=True`` the draws of a straight line in log x are mixed into the interval. A prediction interval adds the
-sampling noise of the new observation: binomial sqrt(p(1-p)/n_items) when the item count is
-known, else the median stderr of the fitted points. Percentile intervals.
+``bootstrap="both"`` (default) does both in each replicate.
+
+The prediction interval (``interval="bma"``, the default) is a Bayesian model average of two
+forms' predictive distributions: the chosen form and a straight line in log x (the form that
+does not saturate), weighted by their BIC posterior probabilities, p(f) ~ exp(-BIC_f / 2)
+(Raftery 1995, "Bayesian Model Selection in Social Research"; Burnham & Anderson 2002, ch. 4).
+When the chosen form has a parameter on its bound (the data do not pin it, e.g. a ceiling at
+1.0 or at the highest fitted score), the line gets at least half the weight. Each form's
+bootstrap curves are spread about its fit by sqrt(n / (n - k)) for n points and k parameters,
+the usual correction for the shrinkage of bootstrap residuals (Davison & Hinkley 1997,
+"Bootstrap Methods and their Application", eq. 6.9, with the average leverage k / n): with
+n = k + 1 points the pairs bootstrap can only permute the models and is otherwise far too
+narrow. The mean stays the chosen form's (the back-test's best point prediction); the interval
+is widened to contain it. A new observation adds its sampling noise: binomial
+sqrt(p(1-p)/n_items) when the item count is known, else the median stderr of the fitted
+points, drawn from a generator seeded by (seed, x), so a size gets the same interval whatever
+else is predicted with it. ``interval="form"``: the chosen form's bootstrap alone (the
+behaviour before 2026-12, for comparison). Measured coverage: docs/scaling.md, benchmarks/RESULTS.md.
+
+Goodness of fit: chi2 = sum(((y - fit) / se)^2) with the floored stderrs, on n - k degrees of
+freedom; a fit with p(chi2) < ``POOR_FIT_P`` misses its own points by more than their noise and
+is flagged (``ScalingFit.poor_fit``), on every output that shows its predictions.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -54,7 +71,22 @@ from ..stats import bootstrap_refits, observation_interval, percentile_interval
 from .laws import LAWS, Law, get_law
 
 __all__ = ["ScalingLaw", "ScalingFit", "Prediction", "FitError", "fit_scaling_law",
-           "select_points", "X_COLUMNS"]
+           "select_points", "X_COLUMNS", "DEFAULT_N_BOOT", "INTERVALS", "POOR_FIT_P"]
+
+#: bootstrap replicates of every fit unless asked otherwise (CLI, predictions, leaderboard)
+DEFAULT_N_BOOT = 100
+#: how a prediction interval is built (module docstring)
+INTERVALS = ("bma", "form")
+#: the form averaged with the chosen one in a ``bma`` interval
+ALTERNATIVE_FORM = "linear"
+#: the least weight of the alternative form when the chosen form has a parameter on a bound
+ACTIVE_MIN_WEIGHT = 0.5
+#: noise draws of a new observation per bootstrap curve
+NOISE_DRAWS = 20
+#: a fit whose chi-square p-value is below this misses its points by more than their noise
+POOR_FIT_P = 0.01
+#: the robust loss of every fit (scipy least_squares ``loss`` and ``f_scale``)
+LOSS = ("soft_l1", 2.0)
 
 #: horizontal axes a fit can use (ResultRow columns)
 #: form names that choose a form rather than name one
@@ -123,6 +155,38 @@ class ScalingFit:
     alt_form: str | None = None
     alt_boot_params: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False,
                                         compare=False)
+    alt_params: Mapping[str, float] = field(default_factory=dict)
+    #: BIC posterior weight of the alternative form in the interval (0: the chosen form alone)
+    alt_weight: float = 0.0
+    interval: str = "bma"
+    seed: int = 0
+    #: parameter -> (lower, upper) bound of the fit, and the parameters that sit on one
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    active_bounds: tuple[str, ...] = ()
+    starts: int = 0
+    min_stderr: float = 0.005
+    chi2: float = math.nan
+    chi2_p: float = math.nan
+    #: labels (size or checkpoint) of the fitted points, in the order of ``points``
+    labels: tuple[str, ...] = ()
+    #: labels the caller left out of the fit, with why (``{"1b": "excluded by --exclude-sizes"}``)
+    excluded: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def poor_fit(self) -> bool:
+        """The fit misses its own points by more than their noise (chi-square p < POOR_FIT_P)."""
+        return bool(math.isfinite(self.chi2_p) and self.chi2_p < POOR_FIT_P)
+
+    @property
+    def fit_flag(self) -> str:
+        """One line for tables: empty for a good fit, else why its predictions are suspect."""
+        notes = []
+        if self.poor_fit:
+            dof = max(self.n_points - self.law.n_params, 1)
+            notes.append(f"poor fit: chi2 {self.chi2:.1f} on {dof} dof (p {self.chi2_p:.2g})")
+        if self.active_bounds:
+            notes.append("on bound: " + ", ".join(self.active_bounds))
+        return "; ".join(notes)
 
     @property
     def law(self) -> Law:
@@ -150,23 +214,60 @@ class ScalingFit:
             raise ValueError(f"predict: x ({self.x_name}) must be finite and > 0, got {x!r}")
         u = np.log10(xa)
         mean = self._clip(self.law(u, self.theta, self.u_ref, self.sign))
-        rng = np.random.default_rng(seed)
-        if self.boot_params.size:
-            curves = np.stack([self.law(u, t, self.u_ref, self.sign) for t in self.boot_params])
-        else:
-            curves = np.repeat(mean[None, :], 200, axis=0)
-        if self.alt_form and self.alt_boot_params.size:
-            alt = get_law(self.alt_form)
-            alt_curves = np.stack([alt(u, t, self.u_ref, self.sign) for t in self.alt_boot_params])
-            curves = np.concatenate([curves, alt_curves])
-        lower, upper = observation_interval(curves, mean, level, rng, n_items=self.n_items,
-                                            noise_sd=self.noise_sd, bounded=self.bounded)
+        curves = self._draws(u)
+        lower, upper = np.empty_like(u), np.empty_like(u)
+        for j, xj in enumerate(xa):
+            # one generator per x: a size's interval does not depend on what else is asked
+            rng = _x_rng(seed, xj)
+            lo, hi = observation_interval(curves[:, j:j + 1], mean[j:j + 1], level, rng,
+                                          n_items=self.n_items, noise_sd=self.noise_sd,
+                                          bounded=self.bounded, draws_per_curve=NOISE_DRAWS)
+            lower[j], upper[j] = lo[0], hi[0]
         dist = np.maximum(u - self.u_range[1], 0.0) + np.maximum(self.u_range[0] - u, 0.0)
         extrap = dist > 1e-9
         if scalar:
             return Prediction(float(xa[0]), float(mean[0]), float(lower[0]), float(upper[0]),
                               bool(extrap[0]), float(dist[0]), level)
         return Prediction(xa, mean, lower, upper, extrap, dist, level)
+
+    def pit(self, x, actual, seed: int = 0) -> np.ndarray:
+        """Probability integral transform: the predictive probability of a score below
+        ``actual`` at each x (uniform on [0, 1] when the intervals are calibrated)."""
+        xa = np.atleast_1d(np.asarray(x, float))
+        act = np.broadcast_to(np.asarray(actual, float), xa.shape)
+        curves = self._draws(np.log10(xa))
+        out = np.empty(len(xa))
+        for j, xj in enumerate(xa):
+            rng = _x_rng(seed, xj)
+            c = np.repeat(curves[:, j], NOISE_DRAWS)
+            if self.bounded and self.n_items:
+                p = np.clip(c, 1e-3, 1 - 1e-3)
+                sd = np.sqrt(p * (1 - p) / self.n_items)
+            else:
+                sd = np.full_like(c, self.noise_sd)
+            d = c + rng.standard_normal(c.shape) * sd
+            out[j] = float(np.mean(d < act[j]) + 0.5 * np.mean(d == act[j]))
+        return out
+
+    def _draws(self, u: np.ndarray) -> np.ndarray:
+        """Bootstrap curves at u (one row per replicate): the chosen form's and, in a ``bma``
+        interval, the alternative's in proportion to its weight, each spread about its fit by
+        sqrt(n / (n - k))."""
+        center = self.law(u, self.theta, self.u_ref, self.sign)
+        if not self.boot_params.size:
+            return np.repeat(center[None, :], 200, axis=0)
+        curves = np.stack([self.law(u, t, self.u_ref, self.sign) for t in self.boot_params])
+        curves = center + (curves - center) * _spread(self.n_points, self.law.n_params)
+        n_alt = int(round(self.alt_weight * len(curves)))
+        if not (self.alt_form and self.alt_boot_params.size and n_alt):
+            return curves
+        alt = get_law(self.alt_form)
+        a_theta = np.array([self.alt_params[p] for p in alt.params], float)
+        a_center = alt(u, a_theta, self.u_ref, self.sign)
+        a_curves = np.stack([alt(u, t, self.u_ref, self.sign) for t in self.alt_boot_params])
+        a_curves = a_center + (a_curves - a_center) * _spread(self.n_points, alt.n_params)
+        pick = np.arange(n_alt) % len(a_curves)
+        return np.concatenate([curves[: len(curves) - n_alt], a_curves[pick]])
 
     def param_intervals(self, level: float = 0.9) -> dict[str, tuple[float, float]]:
         """Percentile bootstrap interval of each parameter."""
@@ -188,9 +289,38 @@ class ScalingFit:
             "bic": self.bic, "noise_sd": self.noise_sd, "n_items": self.n_items,
             "chance": self.chance, "bootstrap": self.bootstrap,
             "n_bootstrap": int(self.boot_params.shape[0]) if self.boot_params.size else 0,
-            "interval_forms": [self.form] + ([self.alt_form] if self.alt_form else []),
+            "seed": self.seed,
+            "uncertainty": self._uncertainty(),
+            "loss": {"name": "soft_l1 (pseudo-Huber)", "f_scale": LOSS[1],
+                     "weights": f"1 / max(stderr, {self.min_stderr})", "scale": "score units"},
+            "optimizer": {"name": "scipy.optimize.least_squares (trf, bounded)",
+                          "starts": self.starts, "rule": "best of the data-derived starts"},
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "active_bounds": list(self.active_bounds),
+            "points": [{"label": lab, "x": x, "value": y, "stderr_used": se,
+                        **({"note": _STAND_IN} if _STAND_IN_RE.match(lab) else {})}
+                       for lab, (x, y, se) in sorted(zip(self.labels or [""] * len(self.points),
+                                                         self.points), key=lambda t: t[1][0])],
+            "excluded": dict(self.excluded),
+            "goodness_of_fit": {"chi2": self.chi2,
+                                "dof": max(self.n_points - self.law.n_params, 1),
+                                "p": self.chi2_p, "poor_fit": self.poor_fit,
+                                "rule": f"poor when p(chi2) < {POOR_FIT_P}"},
+            "fit_flag": self.fit_flag,
             "candidates": [dict(c) for c in self.candidates],
         }
+
+    def _uncertainty(self) -> dict[str, Any]:
+        forms = {self.form: round(1.0 - self.alt_weight, 6)}
+        if self.alt_form and self.alt_weight > 0:
+            forms[self.alt_form] = round(self.alt_weight, 6)
+        return {"interval": self.interval, "forms": forms,
+                "weights": "BIC posterior, the alternative >= 0.5 when a bound is active",
+                "spread": {f: round(_spread(self.n_points, get_law(f).n_params), 4)
+                           for f in forms},
+                "bootstrap": self.bootstrap, "seed": self.seed,
+                "observation_noise": ("binomial over %d items" % self.n_items if self.n_items
+                                      else f"normal, sd {self.noise_sd:.3g}")}
 
     def _formula(self) -> str:
         if self.form == "power":
@@ -211,10 +341,62 @@ class ScalingFit:
                          f"{self.bootstrap})")
         lines.append(f"  AIC {self.aic:.2f}  AICc {self.aicc:.2f}  BIC {self.bic:.2f}  "
                      f"residual RSS {self.rss:.3g}")
+        g = s["goodness_of_fit"]
+        lines.append(f"  goodness of fit: chi2 {g['chi2']:.2f} on {g['dof']} dof, p {g['p']:.3g}"
+                     + ("  POOR FIT: the law misses its points by more than their noise"
+                        if g["poor_fit"] else ""))
+        lines.append(f"  loss soft_l1 (f_scale {LOSS[1]}), weights 1/max(stderr, "
+                     f"{self.min_stderr}); least_squares from {self.starts} starts; bounds "
+                     + ", ".join(f"{k} [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in
+                                 self.bounds.items())
+                     + (f"; ACTIVE: {', '.join(self.active_bounds)}" if self.active_bounds
+                        else "; none active"))
+        u = s["uncertainty"]
+        lines.append("  interval: " + " + ".join(f"{w:.2f} x {f}" for f, w in u["forms"].items())
+                     + f" ({self.interval}; {s['n_bootstrap']} replicates, seed {self.seed}, "
+                     f"{u['observation_noise']})")
+        pts = ", ".join((p["label"] or f"{p['x']:.3g}") + (" (stand-in)" if "note" in p else "")
+                        for p in s["points"])
+        lines.append(f"  points used: {pts}")
+        if self.excluded:
+            lines.append("  excluded: " + ", ".join(f"{k} ({v})" for k, v in
+                                                   self.excluded.items()))
         for c in self.candidates:
             if c["form"] != self.form:
                 lines.append(f"  alternative {c['form']:>8}: AICc {c['aicc']:.2f}  BIC {c['bic']:.2f}")
         return "\n".join(lines)
+
+
+#: a size label with a suffix (``1b-bf16``): a different run standing in for that size
+_STAND_IN_RE = re.compile(r"^\d+(\.\d+)?[kmbt]-\S+$", re.I)
+_STAND_IN = "stand-in: another run of this size (its label carries a suffix)"
+
+
+def _x_rng(seed: int, x: float) -> np.random.Generator:
+    """The noise generator of one x: seeded by (seed, the bits of x)."""
+    return np.random.default_rng([int(seed), *np.frombuffer(np.float64(x).tobytes(),
+                                                             np.uint32).tolist()])
+
+
+def _spread(n: int, k: int) -> float:
+    """sqrt(n / (n - k)): the bootstrap spread correction for n points and k parameters."""
+    return math.sqrt(n / max(n - k, 1))
+
+
+def _active_bounds(law: Law, theta, lo, hi) -> tuple[str, ...]:
+    """Names of the parameters that sit on a bound (within 1e-6 of its width)."""
+    out = []
+    for name, t, a, b in zip(law.params, theta, lo, hi):
+        tol = 1e-6 * max(b - a, 1e-9)
+        if t <= a + tol or t >= b - tol:
+            out.append(name)
+    return tuple(out)
+
+
+def _bic_weight(bic_form: float, bic_alt: float) -> float:
+    """BIC posterior probability of the alternative form against the chosen one."""
+    d = (bic_alt - bic_form) / 2.0
+    return 0.0 if d > 700 else 1.0 / (1.0 + math.exp(d))
 
 
 def _information(rss: float, n: int, k: int) -> tuple[float, float, float]:
@@ -225,9 +407,10 @@ def _information(rss: float, n: int, k: int) -> tuple[float, float, float]:
     return aic, aicc, bic
 
 
-def _fit_once(law: Law, u, y, w, u_ref, sign, chance, bounded, starts=None, max_nfev=400):
-    lo, hi = law.bounds(u, y, sign, chance, bounded)
-    starts = starts if starts is not None else law.starts(u, y, sign, chance, bounded)
+def _fit_once(law: Law, u, y, w, u_ref, sign, chance, bounded, starts=None, max_nfev=400,
+              noise=None):
+    lo, hi = law.bounds(u, y, sign, chance, bounded, noise)
+    starts = starts if starts is not None else law.starts(u, y, sign, chance, bounded, noise)
     best = None
 
     def resid(theta):
@@ -243,8 +426,8 @@ def _fit_once(law: Law, u, y, w, u_ref, sign, chance, bounded, starts=None, max_
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                sol = least_squares(resid, p0, jac=jac, bounds=(lo, hi), loss="soft_l1",
-                                    f_scale=2.0, max_nfev=max_nfev)
+                sol = least_squares(resid, p0, jac=jac, bounds=(lo, hi), loss=LOSS[0],
+                                    f_scale=LOSS[1], max_nfev=max_nfev)
             except ValueError:
                 continue
         if best is None or sol.cost < best.cost:
@@ -267,29 +450,29 @@ class ScalingLaw:
         bootstrap: ``both`` (default), ``items`` or ``models``.
         min_stderr: floor on the per-point standard error used as weight.
         seed: random seed of the bootstrap.
-        form_uncertainty: for the power and sigmoid forms, mix the bootstrap draws of a straight
-            line in log x into the prediction interval (the mean stays the chosen form's). Off
-            by default: in the Pythia back-test it doubled the width of the core intervals
-            (0.06 -> 0.11) for little coverage gain (40/48 -> 41/48 held-out points covered).
+        interval: ``bma`` (default): the prediction interval averages the chosen form and a
+            straight line in log x by BIC weight, each bootstrap spread by sqrt(n / (n - k));
+            ``form``: the chosen form's bootstrap alone (module docstring).
         compare_forms: also fit every other form and list AIC/AICc/BIC in ``summary()``
             (off saves time in back-tests).
     """
 
-    def __init__(self, *, form: str = "auto", x: str = "compute_flops", n_boot: int = 200,
-                 bootstrap: str = "both", min_stderr: float = 0.005, seed: int = 0,
-                 form_uncertainty: bool = False, compare_forms: bool = True):
+    def __init__(self, *, form: str = "auto", x: str = "compute_flops",
+                 n_boot: int = DEFAULT_N_BOOT, bootstrap: str = "both",
+                 min_stderr: float = 0.005, seed: int = 0, interval: str = "bma",
+                 compare_forms: bool = True):
         self.form = form
         self.x = x
         self.n_boot = n_boot
         self.bootstrap = bootstrap
         self.min_stderr = min_stderr
         self.seed = seed
-        self.form_uncertainty = form_uncertainty
+        self.interval = interval
         self.compare_forms = compare_forms
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("form", "x", "n_boot", "bootstrap", "min_stderr",
-                                              "seed", "form_uncertainty", "compare_forms")}
+                                              "seed", "interval", "compare_forms")}
 
     def __repr__(self) -> str:
         return "ScalingLaw(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
@@ -303,6 +486,8 @@ class ScalingLaw:
             get_law(self.form)
         if self.x not in X_COLUMNS:
             raise FitError(f"x={self.x!r} is not a known axis; use one of {X_COLUMNS}")
+        if self.interval not in INTERVALS:
+            raise FitError(f"interval={self.interval!r}: use one of {INTERVALS}")
         if self.bootstrap not in ("both", "items", "models"):
             raise FitError(f"bootstrap={self.bootstrap!r}: use 'both', 'items' or 'models'")
         for col in (self.x, "value"):
@@ -332,8 +517,11 @@ class ScalingLaw:
                            "drop rows at step 0 or with zero compute")
         return frame
 
-    def fit(self, frame: pd.DataFrame, samples: pd.DataFrame | None = None) -> ScalingFit:
+    def fit(self, frame: pd.DataFrame, samples: pd.DataFrame | None = None, *,
+            excluded: Mapping[str, str] | None = None) -> ScalingFit:
         """Fit the law to the rows of one task and metric.
+
+        ``excluded``: labels the caller left out, with why; reported in ``summary()``.
 
         ``samples``: optional per-sample results (columns ``checkpoint_id``, ``value`` and
         optionally ``task``; one row per item) for the bootstrap over items; without it the items are resampled through
@@ -347,6 +535,7 @@ class ScalingLaw:
         se = np.where(np.isfinite(se), se, np.nan)
         se_eff = np.where(np.isfinite(se), np.maximum(se, self.min_stderr), self.min_stderr)
         w = 1.0 / se_eff
+        noise = float(np.median(se_eff))
         metric = str(frame["metric"].iloc[0]) if "metric" in frame.columns else None
         higher = bool(frame["higher_is_better"].iloc[0]) if "higher_is_better" in frame.columns \
             else metric_higher_is_better(metric)
@@ -378,7 +567,7 @@ class ScalingLaw:
                 continue
             if not self.compare_forms and name != form and not selecting:
                 continue
-            th = _fit_once(cand, u, y, w, u_ref, sign, chance, bounded)
+            th = _fit_once(cand, u, y, w, u_ref, sign, chance, bounded, noise=noise)
             rss = float(np.sum((cand(u, th, u_ref, sign) - y) ** 2))
             aic, aicc, bic = _information(rss, len(y), cand.n_params)
             candidates.append({"form": name, "params": dict(zip(cand.params, map(float, th))),
@@ -402,17 +591,33 @@ class ScalingLaw:
         med_se = float(np.nanmedian(se)) if np.isfinite(se).any() else resid_sd
         noise_sd = med_se if np.isfinite(med_se) else resid_sd
 
+        lo_b, hi_b = law.bounds(u, y, sign, chance, bounded, noise)
+        active = _active_bounds(law, theta, lo_b, hi_b)
+        resid = (law(u, theta, u_ref, sign) - y) / se_eff
+        chi2 = float(np.sum(resid ** 2))
+        from scipy.stats import chi2 as chi2_dist
+        chi2_p = float(chi2_dist.sf(chi2, max(len(y) - law.n_params, 1)))
+
         boot = self._bootstrap(law, frame, u, y, se_eff, w, u_ref, sign, chance, bounded, theta,
                                samples)
-        alt_form, alt_boot = None, np.empty((0, 0))
-        if self.form_uncertainty and self.n_boot and form in ("power", "sigmoid"):
-            alt = get_law("linear")
-            alt_theta = _fit_once(alt, u, y, w, u_ref, sign, chance, bounded)
-            alt_form = "linear"
+        alt_form, alt_boot, alt_params, alt_weight = None, np.empty((0, 0)), {}, 0.0
+        if self.interval == "bma" and self.n_boot and form not in (ALTERNATIVE_FORM, "flat"):
+            alt = get_law(ALTERNATIVE_FORM)
+            alt_theta = _fit_once(alt, u, y, w, u_ref, sign, chance, bounded, noise=noise)
+            alt_rss = float(np.sum((alt(u, alt_theta, u_ref, sign) - y) ** 2))
+            alt_weight = _bic_weight(bic, _information(alt_rss, len(y), alt.n_params)[2])
+            if active:
+                alt_weight = max(alt_weight, ACTIVE_MIN_WEIGHT)
+            alt_form, alt_params = ALTERNATIVE_FORM, dict(zip(alt.params, map(float, alt_theta)))
             alt_boot = self._bootstrap(alt, frame, u, y, se_eff, w, u_ref, sign, chance, bounded,
                                        alt_theta, samples)
         series = tuple(sorted(map(str, frame["series"].unique()))) if "series" in frame else ()
         task = str(frame["task"].iloc[0]) if "task" in frame.columns else None
+        label_col = "size" if "size" in frame.columns else (
+            "checkpoint_id" if "checkpoint_id" in frame.columns else None)
+        labels = tuple(map(str, frame[label_col])) if label_col else ()
+        if label_col == "size" and "step" in frame.columns and frame["size"].duplicated().any():
+            labels = tuple(f"{a}@{b}" for a, b in zip(frame["size"], frame["step"]))
         return ScalingFit(
             form=form, x_name=self.x, params=dict(zip(law.params, map(float, theta))),
             u_ref=u_ref, sign=sign, bounded=bounded, u_range=(float(u.min()), float(u.max())),
@@ -423,7 +628,12 @@ class ScalingLaw:
                                          self.bootstrap != "models" else "")),
             task=task, metric=metric, series=series, candidates=tuple(candidates),
             points=tuple(zip(map(float, 10 ** u), map(float, y), map(float, se_eff))),
-            boot_params=boot, alt_form=alt_form, alt_boot_params=alt_boot)
+            boot_params=boot, alt_form=alt_form, alt_boot_params=alt_boot, alt_params=alt_params,
+            alt_weight=float(alt_weight), interval=self.interval, seed=self.seed,
+            bounds={k: (float(a), float(b)) for k, a, b in zip(law.params, lo_b, hi_b)},
+            active_bounds=active, starts=len(law.starts(u, y, sign, chance, bounded, noise)),
+            min_stderr=self.min_stderr, chi2=chi2, chi2_p=chi2_p, labels=labels,
+            excluded=dict(excluded or {}))
 
     def _bootstrap(self, law, frame, u, y, se_eff, w, u_ref, sign, chance, bounded, theta,
                    samples) -> np.ndarray:
@@ -455,7 +665,7 @@ class ScalingLaw:
                     else:
                         yb[j] = y[i] + rng.standard_normal() * se_eff[i]
             return _fit_once(law, u[idx], yb, w[idx], u_ref, sign, chance, bounded,
-                             starts=[theta], max_nfev=100)
+                             starts=[theta], max_nfev=100, noise=float(np.median(se_eff)))
 
         out = bootstrap_refits(refit, n, self.n_boot, rng, resample=resample,
                                accept=enough_sizes if resample else None,

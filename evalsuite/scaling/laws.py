@@ -18,7 +18,13 @@ Forms
     Floor and ceiling are *estimated within bounds*: the floor may sit below the task's chance
     level (small Pythia models score below chance on arc_challenge) and the ceiling below 1
     (lambada, piqa and sciq saturate far below 1); the slope k is bounded so the curve cannot
-    become a step function.
+    become a step function. The data bound what lies past them: unless the last point beats
+    the first by ``RISING_SIGMAS`` x noise, the midpoint stays within the measured range and the
+    ceiling within one noise of the best point (a flat MMLU subject cannot jump); with such a
+    rise, the midpoint may lie up to half the measured span beyond it and the ceiling up to
+    ``CEILING_RISES`` measured rises above the best point. The slope is at most
+    ``MAX_SIGMOID_SLOPE`` = 10 per decade and at most 2 ln 9 / (smallest gap between measured x,
+    in decades): the 10%..90% rise is never narrower than the data's spacing.
 ``linear`` -- y(u) = a + b (u - u_ref), a straight line in log-compute.
 ``flat``   -- y = c: no trend (the null model of emergence and of near-chance tasks).
 
@@ -37,6 +43,16 @@ __all__ = ["Law", "LAWS", "power_law", "sigmoid_law", "linear_law", "flat_law", 
 
 #: steepest sigmoid allowed: 10 / decade means 10%..90% of the rise within ~0.44 decades.
 MAX_SIGMOID_SLOPE = 10.0
+#: 10%..90% of a logistic rise takes 2 ln 9 / k decades; k is also capped so that this is at
+#: least the smallest gap between the measured x (a rise narrower than the data's spacing
+#: cannot be seen)
+LOGISTIC_10_90 = 2 * np.log(9.0)
+#: a rise counts as evidence of a trend when the last point exceeds the first by this many
+#: times the noise (then, and only then, may the sigmoid's midpoint and ceiling lie past the data)
+RISING_SIGMAS = 3.0
+#: a rising sigmoid's ceiling lies at most this many measured ranges (max - min score) above
+#: the best point
+CEILING_RISES = 2.0
 #: largest power-law exponent per decade of x (alpha <= 3 means the reducible part can shrink
 #: at most 1000x per decade).
 MAX_POWER_EXPONENT = 3.0
@@ -92,8 +108,9 @@ class Law:
         return self.func(u, theta, u_ref, sign)
 
     def bounds(self, u: np.ndarray, y: np.ndarray, sign: float, chance: float | None,
-               bounded: bool) -> tuple[list[float], list[float]]:
-        """Parameter bounds from the data; ``bounded``: the metric lives in [0, 1]."""
+               bounded: bool, noise: float | None = None) -> tuple[list[float], list[float]]:
+        """Parameter bounds from the data; ``bounded``: the metric lives in [0, 1]; ``noise``:
+        the typical standard error of a point (the sigmoid's evidence rule)."""
         lo_y, hi_y = float(np.min(y)), float(np.max(y))
         spread = max(hi_y - lo_y, 1e-3)
         span = max(float(np.ptp(u)), 0.5)
@@ -109,19 +126,36 @@ class Law:
             # floor near chance, allowed below it (and below the lowest score) by a margin
             f_lo = min(c, lo_y) - 0.1 * max(spread, 0.1)
             f_hi = max(min(c, lo_y) + 0.25 * spread, f_lo + 1e-6)
-            c_hi = 1.0 if bounded else hi_y + 10 * spread
+            order = np.argsort(u)
+            noise_ = noise if noise is not None and np.isfinite(noise) else 0.01
+            rising = float(y[order][-1] - y[order][0]) > RISING_SIGMAS * noise_
+            if rising:
+                # a trend still rising at the end may go on past the data: the midpoint up to
+                # half the measured span beyond it, the ceiling up to two measured rises above
+                # the best point
+                c_hi = hi_y + CEILING_RISES * spread
+                u0_hi = float(np.max(u)) + 0.5 * span
+            else:
+                # no evidence of a rise: no jump past the data either
+                c_hi = hi_y + noise_
+                u0_hi = float(np.max(u))
+            if bounded:
+                c_hi = min(c_hi, 1.0)
             c_lo = min(hi_y, c_hi - 1e-6)
-            return ([f_lo, c_lo, 1e-3, float(np.min(u)) - 2 * span],
-                    [f_hi, c_hi, MAX_SIGMOID_SLOPE, float(np.max(u)) + 2 * span])
+            gaps = np.diff(np.unique(np.round(u, 9)))
+            k_hi = min(MAX_SIGMOID_SLOPE, LOGISTIC_10_90 / max(float(gaps.min()), 1e-3)) \
+                if len(gaps) else MAX_SIGMOID_SLOPE
+            return ([f_lo, c_lo, 1e-3, float(np.min(u)) - span],
+                    [f_hi, c_hi, max(k_hi, 2e-3), u0_hi])
         if self.name == "linear":
             big = 100.0 * (abs(hi_y) + spread)
             return [-big, -big], [big, big]
         return [lo_y - 1.0, ], [hi_y + 1.0]  # flat
 
     def starts(self, u: np.ndarray, y: np.ndarray, sign: float, chance: float | None,
-               bounded: bool) -> list[list[float]]:
+               bounded: bool, noise: float | None = None) -> list[list[float]]:
         """A few starting points from the data (the fit keeps the best)."""
-        lo, hi = self.bounds(u, y, sign, chance, bounded)
+        lo, hi = self.bounds(u, y, sign, chance, bounded, noise)
         u_ref = float(np.min(u))
         lo_y, hi_y = float(np.min(y)), float(np.max(y))
         out: list[list[float]] = []
@@ -144,7 +178,7 @@ class Law:
                     mid = floor + 0.5 * (ceiling - floor)
                     order = np.argsort(u)
                     above = np.nonzero(y[order] >= mid)[0]
-                    u0 = float(u[order][above[0]]) if len(above) else float(np.max(u)) + 0.5
+                    u0 = float(u[order][above[0]]) if len(above) else float(np.max(u))
                     out.append([floor, ceiling, k, u0])
         elif self.name == "linear":
             b = np.polyfit(u - u_ref, y, 1)[0] if len(u) > 1 else 0.0

@@ -164,7 +164,7 @@ def predict_sizes(frame: pd.DataFrame, *, series: str, sizes: Sequence[str],
     ``samples``: per-sample results (``checkpoint_id``, ``task``, ``value``) for the bootstrap
     over items; optional.
     """
-    law = law or ScalingLaw(x="n_params", n_boot=100)
+    law = law or ScalingLaw(x="n_params")
     base = frame[frame["series"] == series]
     if num_fewshot is not None:
         base = base[base["num_fewshot"] == num_fewshot]
@@ -193,17 +193,21 @@ def predict_sizes(frame: pd.DataFrame, *, series: str, sizes: Sequence[str],
                               & (pd.to_numeric(steps["tokens_seen"], errors="coerce") >= min_tokens)]
                 fit = SizeTokenLaw(n_boot=law.n_boot, seed=law.seed).fit(steps)
                 pred = fit.predict([n for _, n, _ in targets], tokens_final, level=level)
-                form, npts = "size_token", fit.n_points
+                form, npts, flag = "size_token", fit.n_points, ""
             else:
-                fit = law.fit(rows, samples)
+                excluded = {str(z): f"above the fit's limit ({max_params:.3g} parameters)"
+                            for z in final[(final["task"] == task) & (final["n_params"].astype(
+                                float) > max_params)]["size"].unique()}
+                excluded.update({z: "excluded by the caller" for z in exclude_sizes})
+                fit = law.fit(rows, samples, excluded=excluded)
                 xs = np.array([n for _, n, _ in targets], float)
                 if law.x == "compute_flops":
                     xs = 6.0 * xs * tokens_final
                 elif law.x not in ("n_params", "n_params_nonembedding"):
                     raise FitError(f"predict_sizes predicts new sizes on x = n_params or "
                                    f"compute_flops, not {law.x!r}")
-                pred = fit.predict(xs, level=level)
-                form, npts = fit.form, fit.n_points
+                pred = fit.predict(xs, level=level, seed=law.seed)
+                form, npts, flag = fit.form, fit.n_points, fit.fit_flag
         except FitError as e:
             out.append({"series": series, "task": task, "size": None, "error": str(e)})
             continue
@@ -217,5 +221,5 @@ def predict_sizes(frame: pd.DataFrame, *, series: str, sizes: Sequence[str],
                 "extrapolated": bool(pred.extrapolated[i]),
                 "distance_decades": float(pred.distance[i]),
                 "fitted_up_to": float(rows["n_params"].max()), "form": form, "n_fit": npts,
-                "actual": float(actual.iloc[0]) if len(actual) else None})
+                "fit_flag": flag, "actual": float(actual.iloc[0]) if len(actual) else None})
     return pd.DataFrame(out)
