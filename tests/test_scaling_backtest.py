@@ -138,7 +138,8 @@ def test_cli_import_fit_predict_backtest_emergence(tmp_path, capsys):
     assert "power" in capsys.readouterr().out
     assert main(["emergence", "--results", res, "--n-boot", "0", "--json"]) == 0
     em = json.loads(capsys.readouterr().out)
-    assert {r["verdict"] for r in em} <= {"smooth", "flat", "emergent", "peaked", "inverse"}
+    assert {r["verdict"] for r in em} <= {"smooth", "flat", "emergent", "peaked", "inverse",
+                                          "non-monotone", "metric_artifact"}
     assert main(["predict", "--results", res, "--series", "nope", "--sizes", "1b"]) == 2
 
 
@@ -174,7 +175,9 @@ def test_cli_uses_per_sample_files_for_items_and_logprob(tmp_path, capsys):
     assert "items from samples" in fit["summary"]["bootstrap"]
     assert main(["emergence", "--results", res, "--n-boot", "10", "--json"]) == 0
     em = json.loads(capsys.readouterr().out)[0]
-    assert em["verdict"] == "emergent" and em["companion_verdict"] == "smooth"
+    # the accuracy jumps while the log-probability of the right answer rises smoothly
+    assert em["verdict"] == "metric_artifact" and em["companion_verdict"] == "smooth"
+    assert em["companion_metric"] == "logprob"
     assert sizes[0] < em["onset_x"] / (6 * 1e7) < sizes[-1]
 
 

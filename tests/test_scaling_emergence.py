@@ -75,7 +75,35 @@ def test_companion_metric_smooth_where_discrete_jumps():
     rows = base.assign(metric="acc", value=acc, stderr=0.005)
     comp = base.assign(metric="logprob", value=logp, stderr=0.01)
     r = detect_emergence(rows, companion=comp, n_boot=0)
-    assert r.verdict == "emergent" and r.companion_verdict == "smooth" and r.companion_smooth
+    # Schaeffer et al. 2023: the metric jumps, the model's log-probability does not
+    assert r.verdict == "metric_artifact", r.explanation
+    assert r.companion_verdict == "smooth" and r.companion_smooth
+    assert r.onset_x is not None and "Sensitivity" in r.explanation
+    # the same jump with a companion that jumps as well stays emergent
+    logp_jump = np.where(u < 7.0, -6.0, -6.0 + np.minimum(5.0, (u - 7.0) * 6))
+    r2 = detect_emergence(rows, companion=base.assign(metric="logprob", value=logp_jump,
+                                                      stderr=0.01), n_boot=0)
+    assert r2.verdict == "emergent" and r2.companion_verdict == "jump", r2.explanation
+
+
+def test_mid_curve_dip_is_reported_and_not_emergent():
+    # the shipped ladder's 2-digit addition at the final step: 200k dips 37 points
+    x = np.array([25e3, 50e3, 100e3, 200e3, 450e3, 800e3])
+    y = np.array([0.035, 0.086, 0.085, 0.800, 0.430, 0.808])
+    se = np.sqrt(np.maximum(y * (1 - y), 1e-3) / 2000)
+    r = classify_curve(x, y, se, chance=0.0, n_boot=0)
+    assert r.verdict == "non-monotone", r.explanation
+    assert "x=4.5e+05" in r.dips and "below x=2e+05" in r.dips
+
+
+def test_rise_between_two_points_is_reported_as_within_one_gap():
+    x = np.logspace(5, 7, 5)            # 0.5 decades apart
+    y = np.array([0.01, 0.012, 0.011, 0.80, 0.81])
+    r = classify_curve(x, y, np.full(5, 0.005), chance=0.0, n_boot=0)
+    assert r.rise_decades is None and r.within_gap_decades == pytest.approx(0.5)
+    assert "within one gap" in r.explanation
+    assert r.verdict == "emergent", r.explanation
+    assert r.sensitivity.count("/") == 4   # three thresholds, three verdicts
 
 
 def _pythia_rows(shared_data, sizes, steps=(143000,), series_dir="pythia-{}"):

@@ -214,16 +214,17 @@ def run_emergence(args) -> int:
 
     import pandas as pd
 
-    from ..scaling import logprob_rows
+    from ..scaling import brier_rows, logprob_rows
 
     frame = _load(args)
     tasks = _tasks(args, frame)
     prim = frame[frame["is_primary"].astype(bool) & frame["task"].isin(tasks)]
     cells = _cells_with_samples(args, prim)
     if cells:
-        comp = logprob_rows(prim[prim["cell_key"].isin(list(cells))], cells)
-        if len(comp):
-            frame = pd.concat([frame, comp], ignore_index=True)
+        with_samples = prim[prim["cell_key"].isin(list(cells))]
+        for comp in (logprob_rows(with_samples, cells), brier_rows(with_samples, cells)):
+            if len(comp):
+                frame = pd.concat([frame, comp], ignore_index=True)
     table = emergence_table(frame, across=args.across, size=args.size, x=args.x, tasks=tasks,
                             num_fewshot=None, n_boot=args.n_boot)
     if table.empty:
@@ -233,9 +234,12 @@ def run_emergence(args) -> int:
         emit_records(records, as_json=True)
         return 0
     cols = ["series", "size", "task", "verdict", "onset_x", "onset_lower", "onset_upper", "rise",
-            "rise_decades", "delta_bic", "companion_verdict"]
+            "rise_decades", "within_gap_decades", "delta_bic", "ramp_p", "companion_verdict",
+            "sensitivity"]
     emit_records(records, columns=[c for c in cols if c in table.columns])
-    print("onset_lower/onset_upper: 90% bootstrap interval of the onset (docs/scaling.md)")
+    print("onset_lower/onset_upper: 90% bootstrap interval of the onset; within_gap_decades: a "
+          "rise no measured point resolves (its width is at most that gap); sensitivity: the "
+          "verdict at half / one / two times the sharpness threshold (docs/scaling.md)")
     if args.explain:
         print()
         for r in records:
