@@ -30,8 +30,12 @@ def test_tokens_given_after_the_run_reach_rows_plots_and_fits(tmp_path, monkeypa
     spec = prepare_leaderboard(store.read_rows(), scaling=False).plots["copa"]
     assert spec.x_label.startswith("parameters (no compute") and "--annotate" in spec.x_label
     assert len(spec.lines) == 1 and len(spec.lines[0].x) == 4 and spec.n_without_compute == 0
-    notes = prepare_leaderboard(store.read_rows()).notes
-    assert "tokens seen unknown" in notes["predictions"] and "--annotate" in notes["predictions"]
+    prepared = prepare_leaderboard(store.read_rows())
+    # fits fall back to parameters when compute is unknown, and say so
+    pred = prepared.predictions
+    assert "against parameters, compute unknown" in pred.note and "--annotate" in pred.note
+    assert pred.rows and all(r[pred.columns.index("form")].endswith("in params")
+                             for r in pred.rows)
     keys = {r.cell_key for r in store.read_rows()}
 
     # from here on no model may load

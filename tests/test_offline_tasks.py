@@ -16,7 +16,9 @@ LIMIT = 3
 #: one task per family: (task, shots, primary metric key in lm-eval's results)
 FAMILIES = [("mmlu_astronomy", 5, "acc,none"), ("bbh_fewshot_navigate", None, "exact_match,none"),
             ("bbh_cot_fewshot_navigate", None, "exact_match,get-answer"),
-            ("gsm8k", None, "exact_match,strict-match"), ("triviaqa", None, "exact_match,remove_whitespace")]
+            ("gsm8k", None, "exact_match,strict-match"), ("triviaqa", None, "exact_match,remove_whitespace"),
+            ("bigbench_arithmetic_multiple_choice", None, "acc,none"),
+            ("bigbench_repeat_copy_logic_generate_until", None, "exact_match,none")]
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +84,35 @@ def test_offline_without_a_copy_is_one_line_naming_the_dataset_and_the_fix(tmp_p
     err = capsys.readouterr().err
     assert code != 0
     assert "allenai/sciq" in err and "--data-dir" in err and "Traceback" not in err
+
+
+def test_bigbench_rows_are_built_as_the_hub_dataset_holds_them():
+    """hails/bigbench arithmetic_zero_shot row 0 (the BIG-bench 1.0.0 formatting: choices sorted,
+    then permuted by RandomState(42) per example; the DummyModel transcript in BIG-bench's
+    task_metadata.json shows the same order)."""
+    from evalsuite.tasks.adapters import read_bigbench
+
+    root = shared_data_path("benchmarks", "bigbench")
+    r = read_bigbench(root / "arithmetic" / "task.json")
+    assert len(r.rows) == 15023 and not r.bad   # 20 subtasks, PROVENANCE.md's count
+    assert r.rows[0] == {
+        "idx": 0, "targets": ["0"],
+        "inputs": "Q: What is 0 plus 0?\n  choice: 0\n  choice: 1\n  choice: house\n  choice: 2"
+                  "\n  choice: banana\n  choice: 859\nA:",
+        "multiple_choice_targets": ["2", "1", "859", "banana", "house", "0"],
+        "multiple_choice_scores": [0, 0, 0, 0, 0, 1]}
+    w = read_bigbench(root / "word_unscrambling" / "task.json")
+    assert w.rows[0]["inputs"].endswith("English word \nA:")   # inner whitespace kept
+    rc = read_bigbench(root / "repeat_copy_logic" / "task.json")
+    assert rc.rows[0]["inputs"].startswith("repeat with logic:\n\nQ: ")
+
+
+def test_tasks_offline_lists_the_bigbench_tasks_in_the_folder(capsys):
+    data = str(shared_data_path("benchmarks"))
+    assert cli_in(shared_data_path(), "tasks", "--offline", "--data-dir", data, "--json") == 0
+    names = {r["name"] for r in json.loads(capsys.readouterr().out)}
+    assert {"bigbench_arithmetic_generate_until", "bigbench_arithmetic_multiple_choice",
+            "bigbench_modified_arithmetic_generate_until",
+            "bigbench_word_unscrambling_generate_until",
+            "bigbench_international_phonetic_alphabet_transliterate_generate_until",
+            "bigbench_parsinlu_qa_multiple_choice"} <= names

@@ -47,7 +47,7 @@ def test_predict_command_and_leaderboard_give_the_same_interval():
              for r in _cell_dicts(rows)]
     cells.sort(key=lambda c: c.compute_flops)
     target = ("3000m", 3e9, "label", 6 * 3e9 * 1e9)
-    res = _fit_group(("t/s", tuple(cells), [target]))
+    res = _fit_group(("t/s", tuple(cells), [target], "compute_flops"))
     assert res[0] == "ok", res
     lb_mean, lb_lo, lb_hi = res[4][0][:3]
     table = predict_sizes(rows, series="s", sizes=["3000m"], params={"3000m": 3e9},

@@ -66,11 +66,11 @@ def _normaliser(cells):
     return lambda v: v
 
 
-def _final_per_size(cells) -> list:
+def _final_per_size(cells, x: str = "compute_flops") -> list:
     usable = [c for c in cells
-              if c.compute_flops is not None and c.compute_flops > 0 and c.value is not None]
+              if getattr(c, x) is not None and getattr(c, x) > 0 and c.value is not None]
     last = latest_by(usable, key=lambda c: (c.size, c.n_params))
-    return sorted(last.values(), key=lambda c: (c.compute_flops, c.size))
+    return sorted(last.values(), key=lambda c: (getattr(c, x), c.size))
 
 
 def _groups(cells) -> dict[tuple, list]:
@@ -107,7 +107,8 @@ def _median(values: Sequence[float]) -> float:
     return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
 
 
-def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]]:
+def _targets(points, sizes: Sequence[str], x: str = "compute_flops"
+             ) -> list[tuple[str, float, str, float]]:
     """(label, n_params, where n_params came from, compute) of each size to predict.
 
     Without ``sizes``: the next ``_NEXT_RUNGS`` rungs of the ladder, n_max * r^k with r the
@@ -117,9 +118,12 @@ def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]
     from ..scaling.predict import resolve_size
 
     tokens = [c.tokens_seen for c in points if c.tokens_seen]
-    if not tokens:
+    if x == "compute_flops" and not tokens:
         return []
-    d_final = _median(tokens)
+
+    def at(n: float) -> float:   # the fit's x for a model of n parameters
+        return 6.0 * n * _median(tokens) if x == "compute_flops" else n
+
     known = {c.size: c.n_params for c in points if c.n_params}
     out = []
     if sizes:
@@ -130,7 +134,7 @@ def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]
                 n, src = resolve_size(label)
             except ValueError:
                 continue
-            out.append((label, n, src, 6.0 * n * d_final))
+            out.append((label, n, src, at(n)))
         return out
     ns = sorted({c.n_params for c in points if c.n_params})
     ratios = [b / a for a, b in zip(ns, ns[1:]) if a > 0]
@@ -139,7 +143,7 @@ def _targets(points, sizes: Sequence[str]) -> list[tuple[str, float, str, float]
     r = _median(ratios)
     for k in range(1, _NEXT_RUNGS + 1):
         n = ns[-1] * r ** k
-        out.append((f"next +{k} (~{n:.3g})", n, "ladder ratio", 6.0 * n * d_final))
+        out.append((f"next +{k} (~{n:.3g})", n, "ladder ratio", at(n)))
     return out
 
 
@@ -150,13 +154,13 @@ def _fit_group(job: tuple) -> tuple:
 
     from ..scaling.fit import FitError, ScalingLaw
 
-    label, points, targets = job
+    label, points, targets, x_name = job
     try:
-        fit = ScalingLaw(**FIT_SETTINGS).fit(_frame(points))
+        fit = ScalingLaw(**{**FIT_SETTINGS, "x": x_name}).fit(_frame(points))
     except (FitError, ValueError, ArithmeticError) as e:
         return ("skip", f"{label}: {e}")
-    x_lo = points[0].compute_flops
-    x_hi = max([points[-1].compute_flops] + [t[3] for t in targets])
+    x_lo = getattr(points[0], x_name)
+    x_hi = max([getattr(points[-1], x_name)] + [t[3] for t in targets])
     grid = np.logspace(math.log10(x_lo), math.log10(x_hi), 48)
     band = fit.predict(grid, level=PREDICTION_LEVEL)
     band = tuple(tuple(float(v) for v in a) for a in (grid, band.mean, band.lower, band.upper))
@@ -181,20 +185,29 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
     rows, used = [], []
     n_groups = n_fitted = 0
     skipped: list[str] = []
+    params_only: list[str] = []
     groups = _groups(cells)
     todo = []
     for (task, series, shots), group in sorted(groups.items(), key=_group_order):
         n_groups += 1
         points = _final_per_size(group)
+        x_name = "compute_flops"
         if len({c.compute_flops for c in points}) < MIN_SIZES:
+            by_params = _final_per_size(group, "n_params")
             unknown = len({c.size for c in group if not c.compute_flops})
-            skipped.append(f"{task}/{series}: {len(points)} sizes with compute" + (
+            why = (f"{task}/{series}: {len(points)} sizes with compute" + (
                 f" ({unknown} without: tokens seen unknown; `evalsuite series PATH "
                 "--tokens-per-step N --annotate` adds it)" if unknown else ""))
-            continue
-        todo.append(((task, series, shots), points, _targets(points, sizes)))
-    results = parallel_map(_fit_group, [(f"{k[0]}/{k[1]}", p, t) for k, p, t in todo], jobs)
-    for ((task, series, shots), points, targets), res in zip(todo, results):
+            if len({c.n_params for c in by_params}) < MIN_SIZES:
+                skipped.append(why)
+                continue
+            # compute unknown: fall back to parameters, and say so
+            params_only.append(f"{task}/{series}")
+            points, x_name = by_params, "n_params"
+        todo.append(((task, series, shots), points, _targets(points, sizes, x_name), x_name))
+    results = parallel_map(_fit_group, [(f"{k[0]}/{k[1]}", p, t, x) for k, p, t, x in todo],
+                           jobs)
+    for ((task, series, shots), points, targets, x_name), res in zip(todo, results):
         if res[0] == "skip":
             skipped.append(res[1])
             continue
@@ -204,6 +217,13 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
         norm = _normaliser(points)
         several_shots = len({k[2] for k in groups if k[0] == task}) > 1
         label = f"{series} {shots}-shot" if several_shots else series
+        if x_name == "n_params":   # table rows only: the plots' axis is compute
+            for (target, n, src, x), (p_mean, p_lo, p_hi, extrap, dist) in zip(targets, preds):
+                score = norm(p_mean) if points[0].score is not None else None
+                rows.append((task, shots, series, target, float(n), src, None, p_mean, p_lo,
+                             p_hi, score, "yes" if extrap else "no", dist,
+                             f"{form} in params", n_fit, flag))
+            continue
         curves.setdefault(task, []).append(Curve(
             label=f"{label} ({form})", x=grid, y=tuple(float(norm(v)) for v in mean),
             lower=tuple(float(norm(v)) for v in lower),
@@ -216,6 +236,9 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
             rows.append((task, shots, series, target, float(n), src, float(x), p_mean, p_lo,
                          p_hi, score, "yes" if extrap else "no", dist, form, n_fit, flag))
     note = (f"{n_fitted} of {n_groups} task x series groups fitted"
+            + (f"; against parameters, compute unknown (tokens seen not recorded: "
+               f"`evalsuite series PATH --tokens-per-step N --annotate` adds them): "
+               f"{', '.join(params_only[:20])}" if params_only else "")
             + (f"; not fitted: {'; '.join(skipped[:20])}" + ("; ..." if len(skipped) > 20 else "")
                if skipped else "") + ".")
     if not rows:

@@ -341,6 +341,91 @@ def read_bbh(path: Path) -> SplitRecords:
                                             "target": _get(r, "target", str, "text")})
 
 
+@_adapter("bigbench_json")
+def read_bigbench(path: Path) -> SplitRecords:
+    """A BIG-bench ``task.json`` as the hub's ``hails/bigbench`` (``<task>_zero_shot``, split
+    ``default``) holds it, for lm-eval's ``bigbench_*`` tasks.
+
+    The rows follow how that dataset was built (HF ``bigbench`` builder with ``num_shots=0``
+    over BIG-bench's JSON-task formatting, read from the ``bigbench==1.0.0`` sources): every
+    example in file order, exact duplicates dropped (first ``json.dumps`` kept); a parent
+    task.json without examples concatenates its subtask folders in sorted order, each with its
+    own prefixes. ``inputs`` = (task_prefix + example_input_prefix ["\nQ: "] + input
+    [+ choice_prefix ["\n  choice: "] + the choices, sorted and then permuted by
+    ``numpy.random.RandomState(42).permutation``, fresh for every example, when the example has
+    target_scores and append_choices_to_input is truthy] + example_output_prefix ["\nA: "])
+    stripped; ``targets`` = the target (a list), else the first choice with the top score;
+    ``multiple_choice_targets`` / ``multiple_choice_scores`` = target_scores' keys and int()
+    of its values in file order; ``idx`` restarts at 0 in each subtask.
+    """
+    import numpy as np
+
+    def load(p: Path) -> dict:
+        with _open_text(p) as fh:
+            doc = json.load(fh)
+        if not isinstance(doc, dict):
+            raise ValueError("the task.json top level is not an object")
+        return doc
+
+    doc = load(path)
+    if "examples" in doc:
+        tasks = [(path, doc)]
+    else:
+        subs = sorted(str(d / "task.json") for d in path.parent.iterdir()
+                      if (d / "task.json").is_file())
+        if not subs:
+            raise ValueError("no 'examples' and no subtask folders with a task.json")
+        tasks = [(Path(p), load(Path(p))) for p in subs]
+
+    def items():
+        for task_path, task in tasks:
+            examples = task.get("examples")
+            if not isinstance(examples, list):
+                raise ValueError(f"{task_path}: no 'examples' list")
+            in_prefix = task.get("example_input_prefix", "\nQ: ")
+            out_prefix = task.get("example_output_prefix", "\nA: ")
+            choice_prefix = task.get("choice_prefix", "\n  choice: ")
+            append = bool(task.get("append_choices_to_input", True))
+            task_prefix = str(task.get("task_prefix", ""))
+            seen, idx = set(), 0
+            for line, ex in enumerate(examples, 1):
+                key = json.dumps(ex)
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield RecordSource(task_path, line), (ex, idx, in_prefix, out_prefix,
+                                                      choice_prefix, append, task_prefix, np)
+                idx += 1
+
+    def convert(item):
+        ex, idx, in_prefix, out_prefix, choice_prefix, append, task_prefix, np = item
+        if not isinstance(ex, dict) or not isinstance(ex.get("input"), str):
+            raise _Reject("input", "missing or not text")
+        text = ex["input"]
+        scores = ex.get("target_scores")
+        if scores is not None and not isinstance(scores, dict):
+            raise _Reject("target_scores", "not an object of choice -> score")
+        if scores and append:
+            perm = np.random.RandomState(seed=42).permutation(sorted(scores))
+            text = text + choice_prefix + choice_prefix.join(str(c) for c in perm)
+        inputs = (task_prefix + in_prefix + text + out_prefix).strip()
+        if "target" in ex:
+            target = ex["target"]
+            targets = [target] if isinstance(target, str) else list(target)
+        elif scores:
+            top = max(scores.values())
+            targets = [next(k for k, v in scores.items() if v == top)]
+        else:
+            raise _Reject("target", "neither 'target' nor 'target_scores'")
+        if not all(isinstance(t, str) for t in targets):
+            raise _Reject("target", "not text")
+        return {"idx": idx, "inputs": inputs, "targets": [t.strip() for t in targets],
+                "multiple_choice_targets": [k.strip() for k in (scores or {})],
+                "multiple_choice_scores": [int(v) for v in (scores or {}).values()]}
+
+    return _collect(path, items(), convert)
+
+
 @_adapter("triviaqa_mosaic")
 def read_triviaqa(path: Path) -> SplitRecords:
     """MosaicML context ``"Question: ...\\nAnswer:"``/answer/aliases -> question, answer{value,aliases}."""

@@ -38,13 +38,18 @@ class LocalSource:
     adapter: str
     files: Mapping[str, str] = field(default_factory=dict)
     provenance: str = ""
+    #: removed from the end of the config name before it fills ``{name}`` (``_zero_shot``)
+    name_suffix: str = ""
 
     def matches(self, dataset_path: str | None, dataset_name: str | None) -> bool:
         return dataset_path == self.dataset_path and (
             self.dataset_name == "*" or (self.dataset_name or None) == (dataset_name or None))
 
     def files_for(self, dataset_name: str | None) -> dict[str, str]:
-        return {split: rel.format(name=dataset_name or "") for split, rel in self.files.items()}
+        name = dataset_name or ""
+        if self.name_suffix and name.endswith(self.name_suffix):
+            name = name[: -len(self.name_suffix)]
+        return {split: rel.format(name=name) for split, rel in self.files.items()}
 
 
 _MMLU = {"test": "mmlu/test/{name}_test.csv", "dev": "mmlu/dev/{name}_dev.csv"}
@@ -59,6 +64,10 @@ FAMILIES: tuple[LocalSource, ...] = (
     LocalSource("lukaemon/bbh", "*", "bbh_json", _BBH, "BIG-Bench Hard"),
     LocalSource("openai/gsm8k", "main", "jsonl", _GSM8K, "GSM8K"),
     LocalSource("gsm8k", "main", "jsonl", _GSM8K, "GSM8K"),
+    # lm-eval's bigbench_* tasks read hails/bigbench "<task>_zero_shot", split "default" (all
+    # examples); the folder holds the original BIG-bench task.json of some tasks
+    LocalSource("hails/bigbench", "*", "bigbench_json", {"default": "bigbench/{name}/task.json"},
+                "BIG-bench (emergence-relevant tasks)", name_suffix="_zero_shot"),
 )
 
 
