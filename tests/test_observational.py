@@ -288,3 +288,42 @@ def test_new_observation_interval_is_calibrated_in_range():
     cover_mean = ((yn[inside] >= pred["lower"]) & (yn[inside] <= pred["upper"])).mean()
     assert 0.82 <= cover <= 0.97
     assert cover_mean < cover
+
+
+def test_paper_preset_reproduces_the_authors_capability_space(paper):
+    """``CapabilityPCA(**PAPER_PCA)`` follows ryoungj/ObsScaling (utils/data.py pca_impute and
+    perform_pca with their defaults): standardise, rank-1 iterative PCA for the 6 missing cells
+    (1000 iterations), clip to [0, 1], centred PCA, sklearn's sign. Expected values are what the
+    authors' code computes on this table (the paper prints "~80%" for PC1 and "~97%" for three
+    PCs; its family lines have R² > 0.9)."""
+    from evalsuite.scaling.observational import PAPER_PCA
+
+    fit = CapabilityPCA(**PAPER_PCA).fit(paper)
+    np.testing.assert_allclose(fit.explained_variance_ratio, [0.8016, 0.1190, 0.0463], atol=6e-5)
+    load = dict(zip(OBS_BENCHMARKS, fit.components[0]))
+    expected = {"MMLU": .448, "ARC-C": .344, "HellaSwag": .379, "Winograd": .242,
+                "TruthfulQA": .085, "GSM8K": .552, "XWinograd": .214, "HumanEval": .347}
+    for bench, v in expected.items():
+        assert load[bench] == pytest.approx(v, abs=6e-4), bench
+    assert dict(zip(OBS_BENCHMARKS, fit.components[2]))["HumanEval"] == pytest.approx(.826, abs=6e-4)
+    x = paper[list(OBS_BENCHMARKS)].to_numpy(float)
+    imputed = dict(zip(paper["model"][np.isnan(x).any(axis=1)],
+                       fit.completed[np.isnan(x).any(axis=1)][np.isnan(x)[np.isnan(x).any(axis=1)]]))
+    np.testing.assert_allclose(np.sort(list(imputed.values())),
+                               np.sort([.7272, .6147, .4182, .3306, .1964, .0935]), atol=6e-5)
+    scores = fit.transform(paper)
+    eff = FamilyEfficiency(level=0.9).fit(scores, paper)
+    slopes = {ln.family: ln.slope for ln in eff.lines if ln.component == "PC1"}
+    assert slopes["Llama-2"] == pytest.approx(0.520, abs=6e-4)
+    assert slopes["Qwen1.5"] == pytest.approx(0.426, abs=6e-4)
+    assert slopes["CodeLlama"] == pytest.approx(0.580, abs=6e-4)
+
+
+def test_obs_pca_cli_preset_paper(capsys):
+    from evalsuite.cli import main
+
+    shared_data_path("obsscaling")
+    assert main(["obs", "pca", "--preset", "paper", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(out["explained_variance_ratio"], [0.8016, 0.1190, 0.0463], atol=6e-5)
+    assert out["impute_iterations"] == 1000

@@ -17,7 +17,7 @@ LIMIT = 3
 FAMILIES = [("mmlu_astronomy", 5, "acc,none"), ("bbh_fewshot_navigate", None, "exact_match,none"),
             ("bbh_cot_fewshot_navigate", None, "exact_match,get-answer"),
             ("gsm8k", None, "exact_match,strict-match"), ("triviaqa", None, "exact_match,remove_whitespace"),
-            ("bigbench_arithmetic_multiple_choice", None, "acc,none"),
+            ("bigbench_persian_idioms_multiple_choice", None, "acc,none"),
             ("bigbench_repeat_copy_logic_generate_until", None, "exact_match,none")]
 
 

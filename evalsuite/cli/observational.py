@@ -113,11 +113,14 @@ def _load(args) -> _Data:
                  sample=sample)
 
 
-def _fit_pca(d: _Data, k: int):
+def _fit_pca(d: _Data, k: int, preset: str = "ours"):
     from ..scaling import observational as obs
 
+    kw = {} if preset != "paper" else {k_: v for k_, v in obs.PAPER_PCA.items()
+                                       if k_ != "n_components"}
     try:
-        return obs.CapabilityPCA(n_components=k, benchmarks=d.benchmarks).fit(d.frame, source=d.source)
+        return obs.CapabilityPCA(n_components=k, benchmarks=d.benchmarks, **kw).fit(
+            d.frame, source=d.source)
     except obs.ObsDataError as e:
         raise CliError(str(e)) from e
 
@@ -145,7 +148,7 @@ def _print_json(obj: Any) -> None:
 
 def _cmd_pca(args) -> int:
     d = _load(args)
-    pca = _fit_pca(d, args.components)
+    pca = _fit_pca(d, args.components, getattr(args, 'preset', 'ours'))
     if args.scores:
         recs = frame_records(pca.transform(d.frame).merge(
             d.frame[["model", "family", "compute_flops"]], on="model"))
@@ -168,7 +171,7 @@ def _cmd_families(args) -> int:
     from ..scaling import observational as obs
 
     d = _load(args)
-    pca = _fit_pca(d, args.components)
+    pca = _fit_pca(d, args.components, getattr(args, 'preset', 'ours'))
     try:
         eff = obs.FamilyEfficiency(min_models=args.min_models, level=args.level).fit(
             pca.transform(d.frame), d.frame, source=d.source)
@@ -388,7 +391,7 @@ def _cmd_select(args) -> int:
     from ..scaling import observational as obs
 
     d = _load(args)
-    pca = _fit_pca(d, args.components)
+    pca = _fit_pca(d, args.components, getattr(args, 'preset', 'ours'))
     scores = pca.transform(d.frame)
     try:
         sel = obs.select_families(scores, d.frame, budget=args.budget,
@@ -409,7 +412,7 @@ def _cmd_place(args) -> int:
     from ..store import ResultStore
 
     d = _load(args)
-    pca = _fit_pca(d, args.components)
+    pca = _fit_pca(d, args.components, getattr(args, 'preset', 'ours'))
     rows = ResultStore(args.results).to_frame()
     ours = obs.capability_frame_from_results(rows)
     if ours.empty:
@@ -498,6 +501,12 @@ def _common(p, *, components: bool = True) -> None:
     if components:
         p.add_argument("--components", type=int, default=3, metavar="K",
                        help="principal components (default 3)")
+    p.add_argument("--preset", choices=["ours", "paper"], default="ours",
+                   help="capability space: ours (regularised rank-K imputation, loadings summing "
+                        ">= 0) or paper (the authors' code: rank-1 imputation on standardised "
+                        "scores, 1000 iterations, clipped to [0, 1]; sklearn's sign). The "
+                        "per-experiment choices of the paper are not in the preset yet "
+                        "(docs/observational.md)")
     add_json_arg(p)
 
 

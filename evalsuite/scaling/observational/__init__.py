@@ -25,7 +25,7 @@ files and imports no torch.
 from __future__ import annotations
 
 from .capability import (CapabilityPCA, FamilyEfficiency, FamilyLine, FittedCapabilityPCA,
-                         FittedFamilyEfficiency, impute_low_rank)
+                         FittedFamilyEfficiency, PAPER_PCA, impute_low_rank, impute_paper)
 from .data import (DEFAULT_TASK_BENCHMARKS, INSTRUCT_COLUMN_MAPPING, OBS_BENCHMARKS,
                    OBS_COLUMN_MAPPING, PAPER_FAMILIES, PREREGISTERED_MODELS, SLOTH_COLUMN_MAPPING,
                    TARGET_SCALES, ObsDataError, capability_frame_from_results, check_flops,
@@ -36,7 +36,8 @@ from .predict import (METHODS, BacktestResult, BacktestTable, FittedObservationa
                       backtest_targets, split_by_flops, split_by_rank)
 
 __all__ = [
-    "CapabilityPCA", "FittedCapabilityPCA", "impute_low_rank", "FamilyEfficiency",
+    "CapabilityPCA", "FittedCapabilityPCA", "impute_low_rank", "impute_paper", "PAPER_PCA",
+    "FamilyEfficiency",
     "FittedFamilyEfficiency", "FamilyLine",
     "OBS_BENCHMARKS", "PAPER_FAMILIES", "PREREGISTERED_MODELS", "OBS_COLUMN_MAPPING",
     "SLOTH_COLUMN_MAPPING", "INSTRUCT_COLUMN_MAPPING", "TARGET_SCALES", "DEFAULT_TASK_BENCHMARKS",
