@@ -137,3 +137,16 @@ def test_pythia_core_tasks_across_sizes_are_not_emergent(shared_data):
     t = emergence_table(df, across="sizes", tasks=["lambada_openai", "piqa", "arc_easy",
                                                    "winogrande", "sciq"], n_boot=0)
     assert set(t.verdict) <= {"smooth"}, t[["task", "verdict", "explanation"]].to_string()
+
+
+def test_brier_companion_from_per_sample_log_likelihoods():
+    from evalsuite.scaling import brier_rows
+
+    rows = pd.DataFrame({"cell_key": ["c"], "task": ["t"], "metric": ["acc"], "value": [0.5]})
+    lls = [[0.0, np.log(3.0)], [np.log(3.0), 0.0], [0.0, 0.0]]   # p = (1/4, 3/4), (3/4, 1/4), 1/2
+    samples = {"c": pd.DataFrame({"loglikelihoods": lls, "target": ["1", "1", "0"]})}
+    out = brier_rows(rows, samples).iloc[0]
+    # per item: 2 (1/4)^2 = 0.125; 2 (3/4)^2 = 1.125; 2 (1/2)^2 = 0.5
+    assert out["metric"] == "brier" and not out["higher_is_better"]
+    assert out["value"] == pytest.approx((0.125 + 1.125 + 0.5) / 3)
+    assert out["n_samples"] == 3

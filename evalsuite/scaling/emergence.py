@@ -470,22 +470,37 @@ def _target_logprob(loglikelihoods, target) -> float:
     Multiple choice: the target is the index of the right choice among the log-likelihoods.
     One request per item (LAMBADA, arithmetic): its log-likelihood.
     """
-    import json
-
     lls = list(loglikelihoods) if loglikelihoods is not None else []
     if not lls:
         return math.nan
-    try:
-        t = json.loads(target) if isinstance(target, str) else target
-    except ValueError:
-        t = None
-    if isinstance(t, list) and len(t) == 1:
-        t = t[0]
-    if isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= int(t) < len(lls):
-        return float(lls[int(t)])
+    t = _target_index(target, len(lls))
+    if t is not None:
+        return float(lls[t])
     if len(lls) == 1:
         return float(lls[0])
     return math.nan
+
+
+def _companion_rows(rows: pd.DataFrame, samples: Any, metric: str, item_value,
+                    higher_is_better: bool) -> pd.DataFrame:
+    """One companion row per cell with per-sample log-likelihoods: the mean of
+    ``item_value(loglikelihoods, target)`` over its items, with the standard error of a mean."""
+    out = []
+    for _, row in rows.iterrows():
+        frame = samples.get(row["cell_key"]) if hasattr(samples, "get") else None
+        if frame is None or "loglikelihoods" not in frame or "target" not in frame:
+            continue
+        v = np.array([item_value(a, t) for a, t in zip(frame["loglikelihoods"],
+                                                       frame["target"])], float)
+        v = v[np.isfinite(v)]
+        if len(v) < 2:
+            continue
+        rec = row.to_dict()
+        rec.update(metric=metric, is_primary=False, value=float(v.mean()),
+                   stderr=float(v.std(ddof=1) / math.sqrt(len(v))), n_samples=len(v),
+                   chance=None, higher_is_better=higher_is_better)
+        out.append(rec)
+    return pd.DataFrame(out, columns=rows.columns)
 
 
 def logprob_rows(rows: pd.DataFrame, samples: Any) -> pd.DataFrame:
@@ -495,63 +510,39 @@ def logprob_rows(rows: pd.DataFrame, samples: Any) -> pd.DataFrame:
     DataFrame as the runner writes it (``loglikelihoods``, ``target`` columns). Cells without
     samples are skipped. Schaeffer et al. 2023: the continuous metric to set beside accuracy.
     """
-    out = []
-    for _, row in rows.iterrows():
-        frame = samples.get(row["cell_key"]) if hasattr(samples, "get") else None
-        if frame is None or "loglikelihoods" not in frame or "target" not in frame:
-            continue
-        lp = np.array([_target_logprob(a, b) for a, b in zip(frame["loglikelihoods"],
-                                                              frame["target"])], float)
-        lp = lp[np.isfinite(lp)]
-        if len(lp) < 2:
-            continue
-        rec = row.to_dict()
-        rec.update(metric="logprob", is_primary=False, value=float(lp.mean()),
-                   stderr=float(lp.std(ddof=1) / math.sqrt(len(lp))), n_samples=len(lp),
-                   chance=None, higher_is_better=True)
-        out.append(rec)
-    return pd.DataFrame(out, columns=rows.columns)
+    return _companion_rows(rows, samples, "logprob", _target_logprob, True)
+
+
+def _target_index(target, n: int) -> int | None:
+    """The right choice's index from a per-sample ``target`` (JSON text or a value), or None."""
+    import json
+
+    try:
+        t = json.loads(target) if isinstance(target, str) else target
+    except ValueError:
+        return None
+    if isinstance(t, list) and len(t) == 1:
+        t = t[0]
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 0 <= int(t) < n:
+        return int(t)
+    return None
 
 
 def _item_brier(loglikelihoods, target) -> float:
     """Brier score of one multiple-choice item: sum_k (p_k - [k = target])^2 with p the
     softmax of the choices' log-likelihoods (lm-eval's ``brier_score`` per item)."""
-    import json
-
     lls = np.asarray(list(loglikelihoods) if loglikelihoods is not None else [], float)
-    if len(lls) < 2:
-        return math.nan
-    try:
-        t = json.loads(target) if isinstance(target, str) else target
-    except ValueError:
-        return math.nan
-    if isinstance(t, list) and len(t) == 1:
-        t = t[0]
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= int(t) < len(lls):
+    t = _target_index(target, len(lls)) if len(lls) >= 2 else None
+    if t is None:
         return math.nan
     p = np.exp(lls - lls.max())
     p /= p.sum()
     onehot = np.zeros_like(p)
-    onehot[int(t)] = 1.0
+    onehot[t] = 1.0
     return float(np.sum((p - onehot) ** 2))
 
 
 def brier_rows(rows: pd.DataFrame, samples: Any) -> pd.DataFrame:
     """Companion rows (metric ``brier``, lower is better) for multiple-choice cells with
     per-sample log-likelihoods: the mean Brier score of the choices' softmax per cell."""
-    out = []
-    for _, row in rows.iterrows():
-        frame = samples.get(row["cell_key"]) if hasattr(samples, "get") else None
-        if frame is None or "loglikelihoods" not in frame or "target" not in frame:
-            continue
-        b = np.array([_item_brier(a, t) for a, t in zip(frame["loglikelihoods"],
-                                                        frame["target"])], float)
-        b = b[np.isfinite(b)]
-        if len(b) < 2:
-            continue
-        rec = row.to_dict()
-        rec.update(metric="brier", is_primary=False, value=float(b.mean()),
-                   stderr=float(b.std(ddof=1) / math.sqrt(len(b))), n_samples=len(b),
-                   chance=None, higher_is_better=False)
-        out.append(rec)
-    return pd.DataFrame(out, columns=rows.columns)
+    return _companion_rows(rows, samples, "brier", _item_brier, False)
