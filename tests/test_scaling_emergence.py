@@ -142,7 +142,9 @@ def test_pythia_core_tasks_across_sizes_are_not_emergent(shared_data):
 def test_brier_companion_from_per_sample_log_likelihoods():
     from evalsuite.scaling import brier_rows
 
-    rows = pd.DataFrame({"cell_key": ["c"], "task": ["t"], "metric": ["acc"], "value": [0.5]})
+    rows = pd.DataFrame({"cell_key": ["c"], "task": ["t"], "metric": ["acc"], "value": [0.5],
+                         "stderr": [0.1], "n_samples": [3], "is_primary": [True],
+                         "chance": [0.5], "higher_is_better": [True]})
     lls = [[0.0, np.log(3.0)], [np.log(3.0), 0.0], [0.0, 0.0]]   # p = (1/4, 3/4), (3/4, 1/4), 1/2
     samples = {"c": pd.DataFrame({"loglikelihoods": lls, "target": ["1", "1", "0"]})}
     out = brier_rows(rows, samples).iloc[0]
