@@ -322,3 +322,22 @@ def test_place_our_checkpoints_in_the_space(paper):
     assert placed.loc[0, "log10_flops"] == pytest.approx(math.log10(6 * 7e9 * 2e12))
     assert placed.loc[0, "pc1_equivalent_log10_flops"] == pytest.approx(math.log10(84e21), abs=0.05)
     assert not placed.loc[0, "extrapolated"]
+
+
+def test_observational_fit_report_names_model_sets_and_fit_settings(paper):
+    """Li et al. 2025's checklist for an observational fit: the models behind the capability
+    space and behind the regression, the imputation, the loss, starts and bounds, the seed."""
+    em = _read("obsscaling", "base_llm_emergent_capability_eval.csv")
+    y, chance = normalize_target(pd.Series(em["parsinlu_qa_2_acc"].to_numpy(), index=em["Model"]),
+                                 "parsinlu_qa_2_acc")
+    tr, _ = split_by_flops(paper, CUTOFF)
+    fit = ObservationalPredictor(regression=SigmoidRegression(chance=chance, n_bootstrap=0)).fit(
+        paper, y.rename("parsinlu"), tr)
+    s = fit.summary()
+    assert set(s["train_models"]) <= set(tr) and s["n_train"] == len(s["train_models"])
+    assert s["capability_space_models"] and set(s["capability_space_models"]) <= set(tr)
+    assert s["pca"]["imputation"] == "regularized" and s["pca"]["orientation"] == "sum"
+    f = s["sigmoid"]["fit"]
+    assert f["loss"] == "soft_l1" and f["starts"] >= 1 and f["floor_bounds"] == [0.0, chance]
+    assert "seed" in s["sigmoid"]
+    json.dumps(s, default=str)

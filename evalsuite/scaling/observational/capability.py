@@ -120,6 +120,8 @@ class FittedCapabilityPCA:
     completed: np.ndarray             # (n, B) training matrix with imputed entries
     n_imputed: int
     impute_iterations: int
+    imputation: str = "regularized"
+    orientation: str = "sum"
 
     @property
     def n_components(self) -> int:
@@ -165,6 +167,8 @@ class FittedCapabilityPCA:
             "n_components": self.n_components,
             "n_imputed": self.n_imputed,
             "impute_iterations": self.impute_iterations,
+            "imputation": self.imputation, "orientation": self.orientation,
+            "models": list(self.models),
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
             "all_variance_ratio": [float(v) for v in self.all_variance_ratio],
             "mean": dict(zip(self.benchmarks, map(float, self.mean))),
@@ -283,7 +287,8 @@ class CapabilityPCA:
             explained_variance=_frozen(eig[:k]), explained_variance_ratio=_frozen(eig[:k] / eig.sum()),
             all_variance_ratio=_frozen(eig / eig.sum()), models=tuple(frame["model"].astype(str)),
             train_scores=_frozen(centred @ comps.T), completed=_frozen(completed),
-            n_imputed=int(np.isnan(x).sum()), impute_iterations=int(iters))
+            n_imputed=int(np.isnan(x).sum()), impute_iterations=int(iters),
+            imputation=self.imputation, orientation=self.orientation)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ Model Performance", NeurIPS 2024 (arXiv:2405.10938), sections 3.3-4.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -68,6 +68,8 @@ class FittedSigmoid:
     train_mse: float
     seed: int
     y_range: tuple[float, float] = (0.0, 1.0)
+    #: how it was fitted (loss, scale, starts, bounds), for the fit report
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def floor_free(self) -> bool:
@@ -113,7 +115,8 @@ class FittedSigmoid:
                 "floor": float(self.floor), "chance": float(self.chance), "n_train": self.n_train,
                 "train_mse": float(self.train_mse), "n_bootstrap": int(self.boot_theta.shape[0]),
                 "feature_min": dict(zip(self.feature_names, map(float, self.x_min))),
-                "feature_max": dict(zip(self.feature_names, map(float, self.x_max)))}
+                "feature_max": dict(zip(self.feature_names, map(float, self.x_max))),
+                "seed": self.seed, "fit": dict(self.settings)}
 
     def report(self) -> str:
         terms = " + ".join(f"{w:.3f}·{n}" for n, w in zip(self.feature_names, self.weights))
@@ -182,7 +185,13 @@ class SigmoidRegression:
                    x_min=frz(x.min(axis=0)), x_max=frz(x.max(axis=0)), theta=frz(theta),
                    boot_theta=frz(boot_theta), residuals=frz(y - fit), n_train=n,
                    train_mse=float(np.mean((y - fit) ** 2)), seed=self.seed,
-                   y_range=(min(0.0, float(y.min())), max(1.0, float(y.max()))))
+                   y_range=(min(0.0, float(y.min())), max(1.0, float(y.max()))),
+                   settings={"loss": self.loss, "f_scale": self.robust_scale,
+                             "optimizer": "scipy.optimize.least_squares (bounded)",
+                             "starts": self.n_starts, "features": "standardised",
+                             "weight_bound": self.weight_bound,
+                             "floor_bounds": [0.0, float(self.chance)] if floor_free else [0.0, 0.0],
+                             "bootstrap": "pairs over training models, PCA held fixed"})
         for v in res.values():
             if isinstance(v, np.ndarray):
                 v.setflags(write=False)
@@ -288,14 +297,15 @@ class FittedObservationalPredictor:
 
     def summary(self) -> dict[str, Any]:
         d = {"kind": "observational_predictor", "method": self.method, "target": self.target,
-             "n_train": len(self.train_models), "sigmoid": self.sigmoid.summary(),
-             "reference_family": self.reference_family}
+             "n_train": len(self.train_models), "train_models": list(self.train_models),
+             "sigmoid": self.sigmoid.summary(), "reference_family": self.reference_family}
         if self.reference_slope is not None:
             d["reference_line"] = {"slope": self.reference_slope.tolist(),
                                    "intercept": self.reference_intercept.tolist(),
                                    "log10_flops_range": list(self.reference_range)}
         if self.pca is not None:
             d["pca"] = self.pca.summary()
+            d["capability_space_models"] = list(self.pca.models)
         return d
 
     def report(self) -> str:
