@@ -137,6 +137,10 @@ def test_pythia_core_tasks_across_sizes_are_not_emergent(shared_data):
     t = emergence_table(df, across="sizes", tasks=["lambada_openai", "piqa", "arc_easy",
                                                    "winogrande", "sciq"], n_boot=0)
     assert set(t.verdict) <= {"smooth"}, t[["task", "verdict", "explanation"]].to_string()
+    # every verdict carries its sensitivity line: the verdicts at 1, 2 and 4 median gaps
+    assert t["sensitivity"].str.match(r"sharpness threshold [\d.]+ / [\d.]+ / [\d.]+ decades: "
+                                      r"\w[\w-]* / \w[\w-]* / \w[\w-]*$").all()
+    assert t["explanation"].str.contains("Sensitivity: ").all()
 
 
 def test_brier_companion_from_per_sample_log_likelihoods():
