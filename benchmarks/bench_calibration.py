@@ -43,7 +43,7 @@ def load(results: str | None) -> pd.DataFrame:
         sys.exit(f"{src} is absent: pass --results DIR with the imported Pythia evals")
     tmp = tempfile.mkdtemp(prefix="evalsuite-cal-")
     store = ResultStore(tmp)
-    store.append(import_results(sorted(src.rglob("*.json"))))
+    store.append(import_results(src))   # the folder, as `evalsuite import` reads it
     return store.to_frame()
 
 
