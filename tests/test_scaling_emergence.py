@@ -156,3 +156,23 @@ def test_brier_companion_from_per_sample_log_likelihoods():
     assert out["metric"] == "brier" and not out["higher_is_better"]
     assert out["value"] == pytest.approx((0.125 + 1.125 + 0.5) / 3)
     assert out["n_samples"] == 3
+
+
+def test_rows_at_one_x_are_one_point():
+    """Several precisions of one size share an x: they are averaged, not read as a dip."""
+    xs = 10.0 ** np.arange(18, 24)
+    ys = np.array([.30, .35, .40, .45, .50, .55])
+    r = classify_curve(np.repeat(xs, 2), np.repeat(ys, 2) + np.tile([.03, -.03], 6),
+                       np.full(12, .01), chance=.25, n_boot=0)
+    assert r.verdict == "smooth" and r.dips is None and r.n_points == 6, r.explanation
+
+
+def test_a_companion_that_misses_the_onset_cannot_call_a_metric_artifact():
+    x = 10.0 ** np.arange(18, 26)
+    y = np.array([.25, .25, .26, .25, .70, .72, .73, .74])
+    r = classify_curve(x, y, np.full(8, .01), chance=.25, n_boot=0,
+                       companion=(x[4:], np.array([-2., -1.9, -1.8, -1.7]), np.full(4, .01)),
+                       companion_metric="logprob")
+    assert r.verdict == "emergent" and "cannot check it" in r.explanation
+    unknown = classify_curve(x, y, np.full(8, .01), n_boot=0)
+    assert "lowest score; chance unknown" in unknown.explanation

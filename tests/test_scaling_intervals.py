@@ -175,3 +175,39 @@ def test_pythia_mmlu_near_chance_predictions_stay_near(pythia_frame):
                                   task))
     assert worst, "no near-chance MMLU subject found"
     assert max(worst)[0] <= 0.15, max(worst)
+
+
+def _line_rows(values, stderr=0.01):
+    return pd.DataFrame({"compute_flops": 10.0 ** np.arange(18, 18 + len(values)),
+                         "value": values, "stderr": stderr, "metric": "acc"})
+
+
+def test_pit_uses_the_same_clipped_draws_as_the_interval():
+    fit = ScalingLaw(form="linear", n_boot=50).fit(_line_rows([.3, .4, .5, .6, .65]))
+    p = fit.predict(1e28)
+    assert p.mean == 1.0 and p.upper == 1.0
+    assert fit.pit([1e28], [1.0])[0] >= 0.5   # all the mass sits at the ceiling (was 0.047)
+
+
+def test_no_stderr_means_no_goodness_of_fit_verdict():
+    rows = _line_rows([.3, .4, .5, .6, .65]).drop(columns="stderr")
+    fit = ScalingLaw(form="power", n_boot=0).fit(rows)
+    assert math.isnan(fit.chi2_p) and not fit.poor_fit and "poor fit" not in fit.fit_flag
+    assert "not judged" in fit.report()
+
+
+def test_report_at_five_sizes_and_sigmoid_on_a_loss():
+    from evalsuite.scaling import FitError
+
+    fit = ScalingLaw(form="power", n_boot=0).fit(_line_rows([.3, .4, .5, .6, .65]))
+    assert "AICc n/a" in fit.report()          # a candidate with n - k - 1 = 0 (was TypeError)
+    loss = _line_rows([3.0, 2.5, 2.2, 2.0, 1.9]).assign(metric="loss", higher_is_better=False)
+    with pytest.raises(FitError, match="sigmoid"):
+        ScalingLaw(form="sigmoid", n_boot=0).fit(loss)
+
+
+def test_predict_draws_noise_with_the_fits_seed():
+    rows = _rows([0.26, 0.30, 0.36, 0.41, 0.45, 0.48])
+    fit = ScalingLaw(x="n_params", n_boot=20, seed=7).fit(rows)
+    a, b = fit.predict(3e9), fit.predict(3e9, seed=7)
+    assert (a.lower, a.upper) == (b.lower, b.upper)

@@ -165,13 +165,20 @@ def _prepare(x, y, stderr, min_stderr):
     if (~ok).any():
         raise FitError(f"{int((~ok).sum())} points have a missing/non-finite value or x <= 0; "
                        "drop them (for steps, drop step 0) before classifying")
-    order = np.argsort(x)
+    order = np.argsort(x, kind="stable")
     x, y = x[order], y[order]
     se = (np.full_like(y, min_stderr) if stderr is None
           else np.asarray(stderr, float)[order])
     se = np.where(np.isfinite(se), np.maximum(se, min_stderr), min_stderr)
-    if len(y) < 4 or len(np.unique(x)) < 4:
+    if len(np.unique(x)) < 4:
         raise FitError(f"emergence needs at least 4 distinct x values; got {len(np.unique(x))}")
+    if len(np.unique(x)) < len(x):
+        # several rows at one x (precisions of one size): one point, the inverse-variance mean
+        ux, inv = np.unique(x, return_inverse=True)
+        w = 1.0 / se ** 2
+        y = np.bincount(inv, w * y) / np.bincount(inv, w)
+        se = 1.0 / np.sqrt(np.bincount(inv, w))
+        x = ux
     return x, y, se
 
 
@@ -260,13 +267,18 @@ def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[floa
                   within_gap_decades=None if ev["width"] is not None else ev["gap"],
                   sharp_threshold_decades=threshold)
 
-    comp_jump = None
+    comp_jump, comp_note = None, ""
     if companion is not None:
         try:
             cx, cy, cse = _prepare(*companion, min_stderr=1e-3)
             cu = np.log10(cx)
-            cev = _jump_evidence(cu, cy, cse)
-            comp_jump = (cev, float(np.median(cse)), SHARP_GAPS * cev["median_gap"])
+            if cu.min() > ev["u_on"] + 1e-9 or cu.max() < ev["u_end"] - 1e-9:
+                # a companion that does not reach both sides of the rise cannot clear it
+                comp_note = (f"; the continuous companion ({companion_metric}) has no point on "
+                             "one side of the rise, so it cannot check it")
+            else:
+                cev = _jump_evidence(cu, cy, cse)
+                comp_jump = (cev, float(np.median(cse)), SHARP_GAPS * cev["median_gap"])
         except FitError:
             comp_jump = None
 
@@ -291,6 +303,7 @@ def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[floa
                     "noise)", {})
         before = int(np.sum(u <= ev["u_on"] + 1e-9))
         ref = chance if chance is not None else float(np.min(y))
+        ref_name = "chance" if chance is not None else "lowest score; chance unknown"
         headroom = (1.0 - ref) if chance is not None and ref < 1 else max(float(np.ptp(y)), 1e-3)
         near = ev["f0"] <= ref + max(FLAT_SIGMAS * sigma, NEAR_CHANCE * headroom)
         eff = ev["width"] if ev["width"] is not None else ev["gap"]
@@ -314,14 +327,14 @@ def classify_curve(x: Sequence[float], y: Sequence[float], stderr: Sequence[floa
                 cev, csig, cthr = comp_jump
                 if not _is_jump(cev, csig, cthr * comp_thr_scale):
                     return ("metric_artifact", f"the discrete metric jumps ({shape}; flat at "
-                            f"{ev['f0']:.3f}, chance {ref:.3f}) but the continuous companion "
+                            f"{ev['f0']:.3f}, {ref_name} {ref:.3f}) but the continuous companion "
                             f"({companion_metric}) does not (ramp vs line dBIC "
                             f"{cev['delta_bic']:.1f}, rise {cev['rise']:+.3f}): per Schaeffer "
                             "et al. 2023, a jump of the metric, not of the model", {})
-            return ("emergent", f"flat at {ev['f0']:.3f} (chance {ref:.3f}) up to "
+            return ("emergent", f"flat at {ev['f0']:.3f} ({ref_name} {ref:.3f}) up to "
                     f"{x_name}={10 ** ev['u_on']:.3g}, then {shape}"
                     + ("; the continuous companion jumps too" if comp_jump is not None else
-                       "; no continuous companion to check it against"), {})
+                       comp_note or "; no continuous companion to check it against"), {})
         failed = [k for k, v in conds.items() if not v]
         return ("smooth", f"{shape} (a line in log {x_name}: {line_change:+.3f}); not emergent "
                 f"because not: {'; '.join(failed)}", {"level_before": ev["f0"]})

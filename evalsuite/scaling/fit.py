@@ -173,6 +173,12 @@ class ScalingFit:
     excluded: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def _n_distinct(self) -> int:
+        """Distinct x among the fitted points (several precisions of a size share one)."""
+        return len({round(math.log10(p[0]), 9) for p in self.points}) if self.points \
+            else self.n_points
+
+    @property
     def poor_fit(self) -> bool:
         """The fit misses its own points by more than their noise (chi-square p < POOR_FIT_P)."""
         return bool(math.isfinite(self.chi2_p) and self.chi2_p < POOR_FIT_P)
@@ -204,8 +210,10 @@ class ScalingFit:
     def _clip(self, y):
         return np.clip(y, 0.0, 1.0) if self.bounded else y
 
-    def predict(self, x, level: float = 0.9, seed: int = 0) -> Prediction:
-        """Mean and ``level`` prediction interval at x (raw units of ``x_name``)."""
+    def predict(self, x, level: float = 0.9, seed: int | None = None) -> Prediction:
+        """Mean and ``level`` prediction interval at x (raw units of ``x_name``); the noise of
+        a new observation is drawn with ``seed`` (default: the fit's seed)."""
+        seed = self.seed if seed is None else seed
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
         scalar = np.ndim(x) == 0
@@ -230,9 +238,11 @@ class ScalingFit:
                               bool(extrap[0]), float(dist[0]), level)
         return Prediction(xa, mean, lower, upper, extrap, dist, level)
 
-    def pit(self, x, actual, seed: int = 0) -> np.ndarray:
+    def pit(self, x, actual, seed: int | None = None) -> np.ndarray:
         """Probability integral transform: the predictive probability of a score below
-        ``actual`` at each x (uniform on [0, 1] when the intervals are calibrated)."""
+        ``actual`` at each x (uniform on [0, 1] when the intervals are calibrated), from the
+        same draws as ``predict``'s interval (clipped to [0, 1] for a bounded score)."""
+        seed = self.seed if seed is None else seed
         xa = np.atleast_1d(np.asarray(x, float))
         act = np.broadcast_to(np.asarray(actual, float), xa.shape)
         curves = self._draws(np.log10(xa))
@@ -246,6 +256,8 @@ class ScalingFit:
             else:
                 sd = np.full_like(c, self.noise_sd)
             d = c + rng.standard_normal(c.shape) * sd
+            if self.bounded:
+                d = np.clip(d, 0.0, 1.0)
             out[j] = float(np.mean(d < act[j]) + 0.5 * np.mean(d == act[j]))
         return out
 
@@ -257,7 +269,7 @@ class ScalingFit:
         if not self.boot_params.size:
             return np.repeat(center[None, :], 200, axis=0)
         curves = np.stack([self.law(u, t, self.u_ref, self.sign) for t in self.boot_params])
-        curves = center + (curves - center) * _spread(self.n_points, self.law.n_params)
+        curves = center + (curves - center) * _spread(self._n_distinct, self.law.n_params)
         n_alt = int(round(self.alt_weight * len(curves)))
         if not (self.alt_form and self.alt_boot_params.size and n_alt):
             return curves
@@ -265,7 +277,7 @@ class ScalingFit:
         a_theta = np.array([self.alt_params[p] for p in alt.params], float)
         a_center = alt(u, a_theta, self.u_ref, self.sign)
         a_curves = np.stack([alt(u, t, self.u_ref, self.sign) for t in self.alt_boot_params])
-        a_curves = a_center + (a_curves - a_center) * _spread(self.n_points, alt.n_params)
+        a_curves = a_center + (a_curves - a_center) * _spread(self._n_distinct, alt.n_params)
         pick = np.arange(n_alt) % len(a_curves)
         return np.concatenate([curves[: len(curves) - n_alt], a_curves[pick]])
 
@@ -316,7 +328,7 @@ class ScalingFit:
             forms[self.alt_form] = round(self.alt_weight, 6)
         return {"interval": self.interval, "forms": forms,
                 "weights": "BIC posterior, the alternative >= 0.5 when a bound is active",
-                "spread": {f: round(_spread(self.n_points, get_law(f).n_params), 4)
+                "spread": {f: round(_spread(self._n_distinct, get_law(f).n_params), 4)
                            for f in forms},
                 "bootstrap": self.bootstrap, "seed": self.seed,
                 "observation_noise": ("binomial over %d items" % self.n_items if self.n_items
@@ -342,9 +354,12 @@ class ScalingFit:
         lines.append(f"  AIC {self.aic:.2f}  AICc {self.aicc:.2f}  BIC {self.bic:.2f}  "
                      f"residual RSS {self.rss:.3g}")
         g = s["goodness_of_fit"]
-        lines.append(f"  goodness of fit: chi2 {g['chi2']:.2f} on {g['dof']} dof, p {g['p']:.3g}"
-                     + ("  POOR FIT: the law misses its points by more than their noise"
-                        if g["poor_fit"] else ""))
+        if math.isfinite(g["chi2"]):
+            lines.append(f"  goodness of fit: chi2 {g['chi2']:.2f} on {g['dof']} dof, p "
+                         f"{g['p']:.3g}" + ("  POOR FIT: the law misses its points by more than "
+                                           "their noise" if g["poor_fit"] else ""))
+        else:
+            lines.append("  goodness of fit: not judged (the points have no stderr)")
         lines.append(f"  loss soft_l1 (f_scale {LOSS[1]}), weights 1/max(stderr, "
                      f"{self.min_stderr}); least_squares from {self.starts} starts; bounds "
                      + ", ".join(f"{k} [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in
@@ -363,7 +378,8 @@ class ScalingFit:
                                                    self.excluded.items()))
         for c in self.candidates:
             if c["form"] != self.form:
-                lines.append(f"  alternative {c['form']:>8}: AICc {c['aicc']:.2f}  BIC {c['bic']:.2f}")
+                aicc = "n/a" if c["aicc"] is None else f"{c['aicc']:.2f}"
+                lines.append(f"  alternative {c['form']:>8}: AICc {aicc}  BIC {c['bic']:.2f}")
         return "\n".join(lines)
 
 
@@ -559,6 +575,9 @@ class ScalingLaw:
                            f"{law.n_params + 1} distinct {self.x} values; got {n_distinct}. Add "
                            "sizes or checkpoints, or use the form linear (2) or flat (1): "
                            "form='linear' here, --form linear in the CLI")
+        if form == "sigmoid" and not bounded:
+            raise FitError("the sigmoid form is for scores in [0, 1] where higher is better; "
+                           f"{metric or 'this metric'} is not one: use form='power' or 'linear'")
 
         candidates = []
         theta = None
@@ -597,6 +616,8 @@ class ScalingLaw:
         chi2 = float(np.sum(resid ** 2))
         from scipy.stats import chi2 as chi2_dist
         chi2_p = float(chi2_dist.sf(chi2, max(len(y) - law.n_params, 1)))
+        if not np.isfinite(se).any():   # no stderr known: no noise to judge the fit against
+            chi2, chi2_p = math.nan, math.nan
 
         boot = self._bootstrap(law, frame, u, y, se_eff, w, u_ref, sign, chance, bounded, theta,
                                samples)
