@@ -120,15 +120,21 @@ def test_v2_targets_are_chance_normalised():
     np.testing.assert_allclose(y, (raw["leaderboard_mmlu_pro"] - 0.1) / 0.9)
 
 
-def test_sigmoid_predictions_follow_the_formula_and_equivalent_compute(paper):
-    """The fitted PC model's predictions equal (1-b)·σ(a + wᵀPC) + b evaluated by hand, and its
-    equivalent compute equals the root (brentq) of 'Llama-2 line reaches the same score'."""
+def _parsinlu_fit(paper):
+    """The PC model of parsinlu_qa fitted below the cutoff: (fit, training models, chance)."""
     em = _read("obsscaling", "base_llm_emergent_capability_eval.csv")
     y, chance = normalize_target(pd.Series(em["parsinlu_qa_2_acc"].to_numpy(), index=em["Model"]),
                                  "parsinlu_qa_2_acc")
     tr, _ = split_by_flops(paper, CUTOFF)
     fit = ObservationalPredictor(regression=SigmoidRegression(chance=chance, n_bootstrap=0)).fit(
         paper, y.rename("parsinlu"), tr)
+    return fit, tr, chance
+
+
+def test_sigmoid_predictions_follow_the_formula_and_equivalent_compute(paper):
+    """The fitted PC model's predictions equal (1-b)·σ(a + wᵀPC) + b evaluated by hand, and its
+    equivalent compute equals the root (brentq) of 'Llama-2 line reaches the same score'."""
+    fit, tr, chance = _parsinlu_fit(paper)
     assert 0 <= fit.sigmoid.floor <= 0.25
     pred = fit.predict(paper)
     pcs = pred[["PC1", "PC2", "PC3"]].to_numpy()
@@ -327,12 +333,7 @@ def test_place_our_checkpoints_in_the_space(paper):
 def test_observational_fit_report_names_model_sets_and_fit_settings(paper):
     """Li et al. 2025's checklist for an observational fit: the models behind the capability
     space and behind the regression, the imputation, the loss, starts and bounds, the seed."""
-    em = _read("obsscaling", "base_llm_emergent_capability_eval.csv")
-    y, chance = normalize_target(pd.Series(em["parsinlu_qa_2_acc"].to_numpy(), index=em["Model"]),
-                                 "parsinlu_qa_2_acc")
-    tr, _ = split_by_flops(paper, CUTOFF)
-    fit = ObservationalPredictor(regression=SigmoidRegression(chance=chance, n_bootstrap=0)).fit(
-        paper, y.rename("parsinlu"), tr)
+    fit, tr, chance = _parsinlu_fit(paper)
     s = fit.summary()
     assert set(s["train_models"]) <= set(tr) and s["n_train"] == len(s["train_models"])
     assert s["capability_space_models"] and set(s["capability_space_models"]) <= set(tr)
