@@ -474,7 +474,7 @@ def read_manifest(path: Path, *, tokens_per_step: int | None = None,
         try:
             step = None if entry.get("step") is None else int(entry["step"])
             tokens = None if entry.get("tokens_seen") is None else int(float(entry["tokens_seen"]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # e.g. step: .inf
             problems.append((where, f"{where}: step and tokens_seen must be numbers"))
             continue
         tsource = "manifest" if tokens is not None else None

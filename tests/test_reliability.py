@@ -265,6 +265,8 @@ _entry = st.fixed_dictionaries({}, optional={
 
 @_settings
 @given(st.lists(_entry, max_size=5))
+@example([{"step": float("inf")}])   # int(inf) raised OverflowError (found by this test)
+@example([{"step": float("nan")}, {"tokens_seen": "1e400"}])
 def test_manifest_entries_never_crash(tmp_path_factory, entries):
     root = tmp_path_factory.mktemp("ent")
     path = root / "m.json"
