@@ -22,7 +22,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .records import Checkpoint
 
@@ -350,7 +350,7 @@ def discover_series(path: str | Path, *, tokens_per_step: int | None = None,
         return read_manifest(path, tokens_per_step=tokens_per_step, hash_weights_=hash_weights_)
     hub_repos = _find_hub_cache_repos(path, max_depth)
     folders = [path] if is_model_folder(path) else [
-        f for f in _find_model_folders(path, max_depth)
+        f for f in find_model_folders(path, max_depth)
         if not any(r == f or r in f.parents for r in hub_repos)]
     problems: list[tuple[str, str]] = []
     checkpoints = []
@@ -368,8 +368,23 @@ def discover_series(path: str | Path, *, tokens_per_step: int | None = None,
                           "folders (config.json + weights) laid out as <size>/<step>/, "
                           "<name>-<size>/step<N>/ or checkpoint-<N>/, a Hugging Face cache folder "
                           "(models--Org--name/), or a manifest file")
+    scan = scan_folders(path, folders, tokens_per_step=tokens_per_step, series_name=series_name,
+                        hash_weights_=hash_weights_)
+    checkpoints += scan.checkpoints
+    problems += scan.problems
+    checkpoints.sort(key=lambda c: (c.series, c.n_params_nonembedding or 0, c.size, c.step or 0))
+    return SeriesScan(checkpoints, problems)
+
+
+def scan_folders(root: str | Path, folders: Sequence[Path], *, tokens_per_step: int | None = None,
+                 series_name: str | None = None, hash_weights_: bool = True) -> SeriesScan:
+    """Checkpoint records for some model folders under ``root`` (series, size and step read
+    from each folder's path below ``root``, as :func:`discover_series` reads them); folders that
+    cannot be read are problems. ``evalsuite watch`` scans only the folders that are complete."""
+    root = Path(root)
+    checkpoints, problems = [], []
     for folder in folders:
-        series, size, step = _classify(path, folder)
+        series, size, step = _classify(root, folder)
         try:
             ckpt = _checkpoint_from_folder(folder, series=series_name or series, size=size, step=step,
                                            tokens_per_step=tokens_per_step, hash_weights_=hash_weights_)
@@ -381,7 +396,10 @@ def discover_series(path: str | Path, *, tokens_per_step: int | None = None,
     return SeriesScan(checkpoints, problems)
 
 
-def _find_model_folders(root: Path, max_depth: int) -> list[Path]:
+def find_model_folders(root: str | Path, max_depth: int = 4) -> list[Path]:
+    """Every folder below ``root`` (``max_depth`` levels at most) that holds a config.json,
+    broken ones included, in path order; hidden folders are not searched."""
+    root = Path(root)
     found = []
     stack = [(root, 0)]
     while stack:

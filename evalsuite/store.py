@@ -67,6 +67,8 @@ LOCK_FILE = ".lock"
 #: Checkpoint metadata written after the run (``evalsuite series PATH --annotate``): one JSON
 #: line per checkpoint, the last line of a checkpoint wins; joined onto rows when they are read.
 METADATA_FILE = "metadata.jsonl"
+#: Planned final steps of training runs (series, size, final_step), for the final-score forecast.
+PLANS_FILE = "plans.jsonl"
 #: What an annotation may set on the rows of its checkpoint (compute_flops is derived).
 ANNOTATED_FIELDS = ("n_params", "n_params_nonembedding", "tokens_seen")
 COMMIT_KEY = "_commit"
@@ -415,6 +417,54 @@ class ResultStore:
                             "this)", self.metadata_path, lineno)
                 continue
             out[key] = {k: d[k] for k in ANNOTATED_FIELDS if d.get(k) is not None}
+        return out
+
+    # ---- training plans (the final step a run will reach) --------------------------------
+    @property
+    def plans_path(self) -> Path:
+        return self.root / PLANS_FILE
+
+    def record_plans(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Append planned final steps ({series, size, final_step}) that differ from the ones
+        recorded; the latest record of a (series, size) wins. Returns how many were written."""
+        known = self.read_plans()
+        lines, seen = [], {}
+        for rec in records:
+            key = (str(rec["series"]), str(rec["size"]))
+            step = int(rec["final_step"])
+            if step <= 0:
+                raise StoreError(f"planned final step {step} for {key[0]} {key[1]} must be positive")
+            if known.get(key) == step or seen.get(key) == step:
+                continue
+            seen[key] = step
+            lines.append(json.dumps({"series": key[0], "size": key[1], "final_step": step},
+                                    sort_keys=True) + "\n")
+        if not lines:
+            return 0
+        try:
+            with self.lock(wait=True), open(self.plans_path, "a", encoding="utf-8") as fh:
+                fh.write("".join(lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as e:
+            raise StoreError(f"cannot write {self.plans_path}: {e.strerror}; free space or pass a "
+                             "writable --results DIR") from e
+        return len(lines)
+
+    def read_plans(self) -> dict[tuple[str, str], int]:
+        """(series, size) -> planned final step (the latest record of each)."""
+        if not self.plans_path.exists():
+            return {}
+        out: dict[tuple[str, str], int] = {}
+        for lineno, line in enumerate(self.plans_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                out[(str(d["series"]), str(d["size"]))] = int(d["final_step"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s:%d: not a plan record; skipped (delete the line to silence "
+                            "this)", self.plans_path, lineno)
         return out
 
     def to_frame(self):

@@ -116,7 +116,8 @@ def run(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise CliError(f"--jobs {args.jobs}: give a number of worker processes >= 1")
     opts = {"scaling": not args.no_scaling, "predict_sizes": tuple(parse_list(args.predict_sizes)),
-            "jobs": args.jobs or default_jobs(), "flops_basis": args.flops_params}
+            "jobs": args.jobs or default_jobs(), "flops_basis": args.flops_params,
+            "plans": _read_plans(args.results)}
     if args.diff:
         return _diff(args, rows)
     if args.check:
@@ -165,6 +166,16 @@ def run(args) -> int:
     print(f"wrote {len(written)} files to {args.out}/ from {len(rows)} result rows "
           f"({', '.join(args.results)}); open {Path(args.out) / 'index.html'}")
     return 0
+
+
+def _read_plans(dirs: list[str]) -> dict:
+    """Planned final steps of training runs recorded in the results folders (`evalsuite watch`)."""
+    from ..store import ResultStore
+
+    plans: dict = {}
+    for d in dirs:
+        plans.update(ResultStore(d).read_plans())
+    return plans
 
 
 def _git_rows(ref: str, dirs: list[str]):

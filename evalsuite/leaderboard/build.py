@@ -55,14 +55,17 @@ MANIFEST_FILE = "MANIFEST.json"
 
 
 def prepare_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Sequence[str] = (),
-                        jobs: int = 1, flops_basis: str = "total") -> LeaderboardData:
+                        jobs: int = 1, flops_basis: str = "total",
+                        plans: Mapping[tuple[str, str], int] | None = None) -> LeaderboardData:
     """Compute every table and plot spec from result rows (a list of ResultRow or a DataFrame).
 
     ``scaling=False`` skips the scaling-law sections (fits, predictions, emergence);
     ``predict_sizes``: size labels to predict (default: the next two rungs of each ladder);
     ``jobs``: worker processes for the fits (the output does not depend on it);
     ``flops_basis``: what N counts in compute = 6·N·D on every axis and fit (``records.FLOPS_BASES``;
-    each row is re-based from its own parameter counts, so one page never mixes bases).
+    each row is re-based from its own parameter counts, so one page never mixes bases);
+    ``plans``: (series, size) -> planned final step (``ResultStore.read_plans``), for the
+    final-score forecasts of runs still training (the section is left out without any).
     """
     given = coerce_rows(rows)  # the manifest names these (what the results folder holds)
     rows = [rebase_flops(r, flops_basis) for r in given]
@@ -90,17 +93,19 @@ def prepare_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Seque
     return LeaderboardData(
         n_rows=len(given), digest=rows_digest(given), cells=tuple(cells), superseded=superseded,
         task_tables=task_tables, summary=summary_table(cells), predictions=sc.predictions,
-        emergence=sc.emergence, precision=precision, notes=notes, plots=plots, task_slugs=slugs)
+        emergence=sc.emergence, precision=precision, notes=notes, plots=plots, task_slugs=slugs,
+        forecasts=sections.run_forecasts(cells, plans) if plans and scaling else None)
 
 
 def render_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Sequence[str] = (),
-                       jobs: int = 1, flops_basis: str = "total") -> dict[str, bytes]:
+                       jobs: int = 1, flops_basis: str = "total",
+                       plans: Mapping[tuple[str, str], int] | None = None) -> dict[str, bytes]:
     """Every leaderboard file as {relative path: bytes}; deterministic in the rows (the same
     bytes for any ``jobs``, the worker processes for fits and plots)."""
     from .. import __version__
 
     data = prepare_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs,
-                               flops_basis=flops_basis)
+                               flops_basis=flops_basis, plans=plans)
     files = render_files(data, version=__version__, jobs=jobs)
     manifest = {"evalsuite_version": __version__, "rows": data.n_rows, "rows_sha256": data.digest,
                 "environment": build_environment(),
@@ -158,7 +163,8 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
 
 def build_leaderboard(rows: Any, out_dir: str | os.PathLike, *, scaling: bool = True,
                       predict_sizes: Sequence[str] = (), jobs: int = 1,
-                      flops_basis: str = "total") -> list[str]:
+                      flops_basis: str = "total",
+                      plans: Mapping[tuple[str, str], int] | None = None) -> list[str]:
     """Write the leaderboard files under ``out_dir``; returns their relative paths.
 
     The new folder is written whole beside ``out_dir`` (``.<name>.building-*``) and swapped in
@@ -174,7 +180,7 @@ def build_leaderboard(rows: Any, out_dir: str | os.PathLike, *, scaling: bool = 
     """
     out = check_output_folder(out_dir)
     files = render_leaderboard(rows, scaling=scaling, predict_sizes=predict_sizes, jobs=jobs,
-                               flops_basis=flops_basis)
+                               flops_basis=flops_basis, plans=plans)
     _write_folder(out, files)
     return sorted(files)
 

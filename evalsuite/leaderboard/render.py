@@ -288,6 +288,8 @@ def html_page(data: LeaderboardData, version: str, plots: Mapping[str, bytes]) -
                 ("emergence", "Emergence", data.emergence, data.notes.get("emergence", "")),
                 ("precision", "Precision frontier", data.precision,
                  data.notes.get("precision", ""))]
+    if data.forecasts is not None:
+        sections.insert(2, ("forecasts", "Forecast of the final score", data.forecasts, ""))
     nav = ['<nav><ul>']
     nav.extend(f'<li><a href="#{s[0]}">{escape_html(s[1])}</a></li>' for s in sections)
     for t in data.task_tables:
@@ -335,8 +337,11 @@ def readme_page(data: LeaderboardData, version: str) -> str:
         parts.append(markdown_table(data.summary))
     else:
         parts.append(escape_markdown(data.notes.get("summary", "no rows")) + "\n")
-    for stem, title in (("predictions", "Predictions"), ("emergence", "Emergence"),
-                        ("precision", "Precision frontier")):
+    stems = [("predictions", "Predictions"), ("emergence", "Emergence"),
+             ("precision", "Precision frontier")]
+    if data.forecasts is not None:
+        stems.insert(1, ("forecasts", "Forecast of the final score"))
+    for stem, title in stems:
         table = getattr(data, stem)
         parts.append(f"## {title}\n")
         if table is None:
@@ -377,7 +382,7 @@ def render_files(data: LeaderboardData, *, version: str, jobs: int = 1) -> dict[
         img = f"![score against compute](../plots/{slug}.png)\n"
         files[f"{t.name}.md"] = markdown_page(t, version, extra=img)
         files[f"{t.name}.csv"] = csv_text(t, version)
-    for table in (data.summary, data.predictions, data.emergence, data.precision):
+    for table in (data.summary, data.predictions, data.forecasts, data.emergence, data.precision):
         if table is not None:
             files[f"{table.name}.md"] = markdown_page(table, version)
             files[f"{table.name}.csv"] = csv_text(table, version)

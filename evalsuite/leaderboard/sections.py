@@ -30,7 +30,7 @@ from .parallel import parallel_map
 from .plots import Curve, PredictedPoint
 from .tables import Table
 
-__all__ = ["ScalingOutput", "run_scaling", "FIT_SETTINGS", "PREDICTION_LEVEL"]
+__all__ = ["ScalingOutput", "run_scaling", "run_forecasts", "FIT_SETTINGS", "PREDICTION_LEVEL"]
 
 #: Settings of every leaderboard fit (fixed so the leaderboard's bytes are reproducible).
 #: (n_boot is ScalingLaw's default, DEFAULT_N_BOOT, as in `evalsuite predict`: one fit, one interval)
@@ -367,3 +367,42 @@ def run_scaling(cells: Sequence[Any], predict_sizes: Sequence[str] = (),
                          curves={k: tuple(v) for k, v in curves.items()},
                          predicted_points={k: tuple(v) for k, v in predicted.items()},
                          notes=notes)
+
+
+def run_forecasts(cells: Sequence[Any], plans: Mapping[tuple[str, str], int]) -> Any:
+    """The forecast of each curve's score at its run's planned final step (``plans``: (series,
+    size) -> final step, as ``evalsuite watch`` records them), for runs not yet at that step.
+    None when no run has a plan or every planned run is finished."""
+    import pandas as pd
+
+    from ..scaling.forecast import FORECAST_BOOT, FORECAST_LEVEL, forecast_curves
+
+    mine = [c for c in cells if (c.series, c.size) in plans and c.step is not None
+            and c.value is not None]
+    if not mine:
+        return None
+    frame = pd.DataFrame([{"series": c.series, "size": c.size, "precision": c.precision,
+                           "task": c.task, "metric": c.metric, "num_fewshot": c.num_fewshot,
+                           "step": c.step, "value": c.value, "stderr": c.stderr,
+                           "is_primary": True} for c in mine])
+    table = forecast_curves(frame, dict(plans))
+    if table.empty:
+        return None
+    table = table[table["last_step"] < table["final_step"]]
+    if table.empty:
+        return None
+    rows = tuple((r.task, r.num_fewshot, r.series, r.size, r.precision, r.metric, r.last_step,
+                  r.latest, r.final_step, r.mean, r.lower, r.upper, r.decades, r.note)
+                 for r in table.itertuples(index=False))
+    return Table(
+        name="forecasts", title="Forecast of the final score",
+        columns=("task", "shots", "series", "size", "precision", "metric", "last_step", "latest",
+                 "final_step", "forecast", "lower", "upper", "extrapolation_decades", "note"),
+        rows=rows, n_source=len(mine), digest=digest_of(c.digest for c in mine),
+        formats={"shots": "int", "last_step": "step", "latest": "num", "final_step": "step",
+                 "forecast": "num", "lower": "num", "upper": "num",
+                 "extrapolation_decades": "num"},
+        note=("Forecasts, not measurements: each curve's score at its run's planned final step "
+              "(recorded by `evalsuite watch`), from the checkpoints so far: a saturating power "
+              f"law in steps with {FORECAST_BOOT} bootstrap replicates; lower/upper: "
+              f"{FORECAST_LEVEL:.0%} interval (evalsuite.scaling.forecast, docs/watch.md)."))

@@ -45,6 +45,7 @@ class LeaderboardData:
     notes: Mapping[str, str]  # section -> why it is empty or partial
     plots: Mapping[str, Any]  # task -> PlotSpec (evalsuite.leaderboard.plots)
     task_slugs: Mapping[str, str]
+    forecasts: Table | None = None  # final-score forecasts (only where a run's plan is known)
 
 
 TASK_COLUMNS = ("task", "series", "size", "n_params", "step", "tokens_seen", "compute_flops", "precision",
