@@ -17,6 +17,14 @@ def register(sub) -> None:
     p.add_argument("--tasks", required=True, help="comma-separated task names (`evalsuite tasks`)")
     add_results_arg(p)
     add_data_args(p)
+    add_scoring_args(p)
+    add_executor_args(p)
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def add_scoring_args(p) -> None:
+    """How each checkpoint is scored: shared by `run` and `watch`."""
     p.add_argument("--limit", type=int, default=None, help="first N items of each task")
     p.add_argument("--num-fewshot", type=int, default=None, help="shots (default: the task's)")
     p.add_argument("--precisions", default="auto",
@@ -44,9 +52,6 @@ def register(sub) -> None:
                    help="leave the process as it is: no glibc allocator tuning, no compiled-"
                         "template cache in lm-eval, no request memo (slower, same numbers; "
                         "docs/engine.md)")
-    add_executor_args(p)
-    add_json_arg(p)
-    p.set_defaults(func=run)
 
 
 def add_executor_args(p) -> None:

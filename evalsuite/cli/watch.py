@@ -16,7 +16,8 @@ from ._common import (CliError, add_data_args, add_json_arg, add_results_arg, da
 
 
 def register(sub) -> None:
-    from ..run.watch import DEFAULT_SETTLE_S
+    # (nothing from evalsuite.run is imported here: that would load tqdm before main() quiets it)
+    from .run import add_scoring_args
 
     p = sub.add_parser("watch", help="poll a checkpoint folder and score each checkpoint once "
                                      "it is completely written (docs/watch.md)")
@@ -26,9 +27,9 @@ def register(sub) -> None:
     add_data_args(p)
     p.add_argument("--interval", type=float, default=30.0, metavar="S",
                    help="seconds between polls (default 30)")
-    p.add_argument("--settle", type=float, default=DEFAULT_SETTLE_S, metavar="S",
+    p.add_argument("--settle", type=float, default=None, metavar="S",
                    help="seconds a complete-looking checkpoint must stay unchanged before it is "
-                        f"scored (default {DEFAULT_SETTLE_S:g})")
+                        "scored (default 10: evalsuite.run.watch.DEFAULT_SETTLE_S)")
     p.add_argument("--marker", default=None, metavar="NAME",
                    help="score a checkpoint only once this file exists in its folder (what "
                         "evalsuite's Trainer callback writes: evalsuite.ready)")
@@ -50,21 +51,9 @@ def register(sub) -> None:
                         "training beside it keeps the CPU")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for scoring (default: torch's choice)")
-    p.add_argument("--limit", type=int, default=None, help="first N items of each task")
-    p.add_argument("--num-fewshot", type=int, default=None, help="shots (default: the task's)")
-    p.add_argument("--precisions", default="auto", help="as `evalsuite run --precisions`")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (a GPU training does "
-                                                    "not use)")
-    p.add_argument("--batch-size", default="8", help="an integer, or auto (CUDA batch-size search)")
-    p.add_argument("--engine", default="evalsuite", choices=["hf", "evalsuite"])
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--bootstrap-iters", type=int, default=1000)
-    p.add_argument("--tokens-per-step", type=int, default=None, metavar="N",
-                   help="training tokens per step, where trainer_state.json has no "
-                        "num_input_tokens_seen")
-    p.add_argument("--trust-remote-code", action="store_true")
+    add_scoring_args(p)
     add_json_arg(p)
-    p.set_defaults(func=run_watch, flops_params="total", tuning=True, executor="local")
+    p.set_defaults(func=run_watch, executor="local")
 
     p = sub.add_parser("forecast", help="forecast each curve's score at the planned final step "
                                         "from the checkpoints so far; --backtest checks it")
@@ -81,7 +70,7 @@ def register(sub) -> None:
     p.add_argument("--detail", action="store_true", help="with --backtest: one row per curve")
     p.add_argument("--n-boot", type=int, default=None, metavar="N",
                    help="bootstrap replicates of each interval (default 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     add_json_arg(p)
     p.set_defaults(func=run_forecast)
 
@@ -102,7 +91,7 @@ def _metric_line(record) -> str:
 
 def run_watch(args) -> int:
     from ..run import RunError
-    from ..run.watch import CheckpointWatcher, watch_series
+    from ..run.watch import DEFAULT_SETTLE_S, CheckpointWatcher, watch_series
     from ..store import ResultStore, StoreError
     from ..tasks.adapters import DataError
     from ..tasks.registry import TaskError
@@ -126,11 +115,13 @@ def run_watch(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    registry = make_registry(args.include_path, data_dir_from(args))
+    registry = make_registry(args.include_path, data_dir_from(args),
+                             skip_bad_items=args.skip_bad_items)
     specs = resolve_specs(registry, tasks)
     config = build_config(args, tasks)
     store = ResultStore(args.results)
-    watcher = CheckpointWatcher(root, settle_s=args.settle, marker=args.marker)
+    watcher = CheckpointWatcher(root, settle_s=DEFAULT_SETTLE_S if args.settle is None else
+                                args.settle, marker=args.marker)
 
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
