@@ -67,7 +67,7 @@ def test_a_missing_shard_truncated_file_or_trainer_state_is_not_ready(sharded, t
     shards = sorted(ck.glob("model-*.safetensors"))
     data = shards[1].read_bytes()
     shards[1].write_bytes(data[: len(data) // 2])  # being written
-    assert "still being written" in incomplete_reason(ck)
+    assert "still being written" in incomplete_reason(ck)  # or truncated
     shards[1].unlink()  # not there yet: the index lists it
     assert "missing" in incomplete_reason(ck)
     (ck / "model.safetensors.index.json").unlink()  # no index yet: the -of-N names tell
@@ -301,3 +301,39 @@ def test_callback_logs_metrics_into_the_trainer_history(model, tmp_path):
     trainer = tiny_trainer(model, tmp_path / "q", max_steps=2, save_steps=2, callbacks=[queued])
     trainer.train()
     assert json.loads((tmp_path / "q" / "checkpoint-2" / READY_MARKER).read_text())["step"] == 2
+
+
+def test_leaderboard_shows_forecasts_only_for_runs_with_a_plan(tmp_path):
+    from evalsuite.leaderboard import render_leaderboard
+    from evalsuite.testing.rows import synthetic_rows
+
+    rows = synthetic_rows(sizes=(("1m", 1_000_000), ("3m", 3_000_000)),
+                          steps=(1000, 2000, 4000, 8000, 16000), tasks=("arc_easy",))
+    plain = render_leaderboard(rows, scaling=True)
+    assert "forecasts.md" not in plain  # no plan: the page is as before
+    files = render_leaderboard(rows, scaling=True, plans={("ladder", "1m"): 100000})
+    assert files["forecasts.md"] == render_leaderboard(
+        rows, scaling=True, plans={("ladder", "1m"): 100000})["forecasts.md"]  # same bytes
+    md = files["forecasts.md"].decode()
+    assert "| arc\\_easy |" in md and "| 100000 |" in md and "| 3m |" not in md
+    assert b"Forecast of the final score" in files["index.html"]
+    assert b"forecasts.md" in files["README.md"]
+
+
+def test_forecast_command_reads_plans_and_names_what_is_missing(tmp_path, capsys):
+    from evalsuite.cli import main
+    from evalsuite.testing.rows import synthetic_rows
+
+    store = ResultStore(tmp_path / "r")
+    store.append(synthetic_rows(sizes=(("1m", 1_000_000),), steps=(1000, 2000, 4000, 8000),
+                                tasks=("arc_easy",)))
+    assert main(["forecast", "--results", str(store.root)]) == 2
+    assert "pass --final-step N" in capsys.readouterr().err
+    store.record_plans([{"series": "ladder", "size": "1m", "final_step": 64000}])
+    assert main(["forecast", "--results", str(store.root), "--json", "--n-boot", "20"]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    assert rec["final_step"] == 64000 and rec["last_step"] == 8000
+    assert rec["lower"] <= rec["mean"] <= rec["upper"] and rec["decades"] == pytest.approx(0.903, abs=1e-3)
+    assert main(["watch", str(tmp_path), "--tasks", "copa", "--final-step", "0"]) == 2
+    assert main(["watch", str(tmp_path / "nope"), "--tasks", "copa"]) == 2
+    assert main(["watch", str(tmp_path), "--tasks", "no_such_task", "--once"]) == 2

@@ -102,6 +102,10 @@ def run_watch(args) -> int:
     if not root.is_dir():
         raise CliError(f"{root} is not a folder: pass the folder the training run saves "
                        "checkpoints into (it may be empty when the watch starts)")
+    for flag in ("final_step", "until_step"):
+        v = getattr(args, flag)
+        if v is not None and v <= 0:
+            raise CliError(f"--{flag.replace('_', '-')} must be a positive step")
     for flag in ("interval", "settle", "idle_exit"):
         v = getattr(args, flag)
         if v is not None and v < 0:

@@ -92,7 +92,8 @@ def incomplete_reason(folder: Path, *, marker: str | None = None) -> str | None:
         try:
             read_safetensors_header(p)
         except SeriesError:
-            return f"{p.name} is still being written (shorter than its header says)"
+            return (f"{p.name} is shorter than its header says: still being written, or truncated "
+                    "(if it stays so, re-save the checkpoint)")
     if not has_tokenizer(folder):
         return "no tokenizer files yet"
     if folder.name.startswith("checkpoint-") and not isinstance(
