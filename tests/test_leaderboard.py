@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import random
 import shutil
 import subprocess
@@ -99,6 +100,8 @@ def test_every_file_names_version_rows_and_hash(files, rows):
         if name.endswith(".png"):
             assert f"evalsuite {__version__}".encode() in blob  # PNG tEXt Software
             assert b"result rows (rows sha256 " in blob  # PNG tEXt Description
+        elif name.startswith("assets/"):  # not built from the rows: names its source instead
+            assert blob.startswith(b"/* evalsuite leaderboard asset: ") and b"vl-convert-python" in blob
         elif name != MANIFEST_FILE:
             text = blob.decode()
             assert f"evalsuite {__version__}" in text, name
@@ -259,6 +262,9 @@ def test_user_names_escaped_in_every_format(files):
     html = files["index.html"].decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("<script>") == 1  # only the page's own sorter
+    assert html.count("<script") == 2 + html.count('<script type="application/json"')
+    assert "<" not in "".join(re.findall(r'<script type="application/json"[^>]*>(.*?)</script>',
+                                         html, re.S))  # chart data: every < escaped
     md = files["summary.md"].decode()
     assert "| a\\|b \\*c\\* |" in md or "a\\|b \\*c\\*" in md
     # each markdown table row has as many cells as the header
@@ -482,8 +488,8 @@ def test_page_is_self_contained(files):
 
     page = files["index.html"].decode()
     assert "http://" not in page and "https://" not in page  # no network URL anywhere
-    assert re.findall(r'src="([^"]*)"', page) and all(
-        s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', page))
+    # the one script file is written beside the page (charts: evalsuite.leaderboard.charts)
+    assert re.findall(r'src="([^"]*)"', page) == ["assets/vega.js"] and "assets/vega.js" in files
     assert all(h.startswith("data:") for h in re.findall(r'<link[^>]*href="([^"]*)"', page))
     for href in re.findall(r'<a href="([^"#][^"]*)"', page):  # links stay inside the folder
         assert ":" not in href and not href.startswith("/") and ".." not in href, href

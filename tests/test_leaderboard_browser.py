@@ -1,5 +1,6 @@
-"""The static leaderboard page in headless Chromium (Debian's ``chromium``): no console errors,
-every table and plot present, sortable columns, user names rendered as text (issue 8).
+"""The static leaderboard page in headless Chromium (Debian's ``chromium``, driven by
+Playwright): offline with the network blocked, no console errors, charts above the tables,
+tooltips, the series filter, sortable columns, user names rendered as text (issues 8, 24).
 
 Skips, with the reason, where /usr/bin/chromium is absent (CI installs it with
 ``apt-get install -y chromium``). The screenshot is left in pytest's tmp folder for a person to
@@ -8,8 +9,6 @@ look at (its path is printed with ``-s``).
 
 from __future__ import annotations
 
-import html
-import json
 import re
 import shutil
 import subprocess
@@ -65,67 +64,125 @@ def test_console_detector_catches_planted_errors(tmp_path):
     assert any("no_such_function" in ln for ln in console), console
 
 
-def test_page_opens_without_console_errors_and_shows_everything(site):
-    tmp, out, data = site
-    dom, console = _chromium(tmp, "--dump-dom", (out / "index.html").as_uri())
-    assert console == [], console
-    assert "<h1>evalsuite leaderboard</h1>" in dom
-    n_tables = 1 + len(data.task_tables) + 3  # summary, tasks, predictions/emergence/precision
-    assert dom.count('<table class="sortable"') == n_tables
-    assert dom.count('<img class="plot"') == len(data.task_tables) == 2
-    # the user's name is text: escaped in the serialised DOM, never an element
-    assert html.escape(EVIL, quote=False) in dom
-    assert dom.count("<script") == 1 and EVIL not in dom
+def _open(tmp: Path, out: Path, page: str = "index.html", *, width=1400, height=900,
+          before_load: str = ""):
+    """The page in headless Chromium (Playwright driving Debian's chromium) with the network
+    blocked: every request that is not a file under ``out`` is aborted and recorded."""
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    errors, outside = [], []
+    root = out.resolve().as_uri()
+
+    def route(r):
+        if r.request.url.startswith(root + "/"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    ctx.route("**/*", route)
+    pg = ctx.new_page()
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    if before_load:
+        pg.add_init_script(before_load)
+    pg.goto((out / page).as_uri())
+    pg.wait_for_function("document.querySelectorAll('div.chart').length === "
+                         "document.querySelectorAll('div.chart svg.marks').length", timeout=30000)
+
+    def close():
+        browser.close()
+        pw.stop()
+
+    return pg, errors, outside, close
 
 
-def test_sorting_images_and_no_script_injection_in_the_browser(site):
-    """Runs the page with a probe: counts alerts, decodes images, clicks a header to sort."""
+def test_page_opens_offline_with_charts_first_and_no_errors(site):
     tmp, out, data = site
-    page = (out / "index.html").read_text(encoding="utf-8")
-    guard = "<script>window.__alerts=0;window.alert=function(){window.__alerts++;};</script>"
-    probe = """<script>
-window.addEventListener("load", function(){
-  var r = {alerts: window.__alerts};
-  var imgs = document.querySelectorAll("img.plot");
-  r.images = imgs.length;
-  r.decoded = Array.prototype.filter.call(imgs, function(i){return i.naturalWidth > 0;}).length;
-  r.tables = document.querySelectorAll("table.sortable").length;
-  r.evilText = document.body.textContent.indexOf("<scr" + "ipt>alert(1)</scr" + "ipt>") >= 0;
-  var t = document.getElementById("table-summary");
-  var ths = t.tHead.rows[0].cells, col = -1;
-  for (var i = 0; i < ths.length; i++) { if (ths[i].textContent === "mean_score") col = i; }
-  function column(){ return Array.prototype.map.call(t.tBodies[0].rows, function(row){
-      return parseFloat(row.cells[col].getAttribute("data-v")); }); }
-  ths[col].click(); r.asc = column(); r.ariaAsc = ths[col].getAttribute("aria-sort");
-  ths[col].click(); r.desc = column(); r.ariaDesc = ths[col].getAttribute("aria-sort");
-  document.body.setAttribute("data-probe", JSON.stringify(r));
-});
-</script>"""
-    page = page.replace("<head>", "<head>" + guard, 1).replace("</body>", probe + "</body>", 1)
-    (out / "probe.html").write_text(page, encoding="utf-8")
+    pg, errors, outside, close = _open(tmp, out, before_load=(
+        "window.__alerts=0;window.alert=function(){window.__alerts++;};"))
     try:
-        dom, console = _chromium(tmp, "--dump-dom", (out / "probe.html").as_uri())
+        assert errors == [] and outside == [], (errors, outside)
+        ids = pg.eval_on_selector_all("div.chart", "els => els.map(e => e.id)")
+        tasks = sorted({c.task for c in data.cells})
+        assert len([i for i in ids if i.startswith("chart-task-")]) == len(tasks) == 2
+        assert "chart-overview" in ids and "chart-precision" in ids and "chart-emergence" in ids
+        # every chart sits above the first table
+        assert pg.evaluate("""() => { const t = document.querySelector('table');
+            return Array.from(document.querySelectorAll('div.chart')).every(c =>
+              c.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING); }""")
+        assert pg.evaluate("window.__alerts") == 0  # no injected script ran
+        assert EVIL in pg.inner_text("body")  # the name is shown, as text
+        assert pg.evaluate("document.querySelectorAll('table.sortable').length") == (
+            1 + len(data.task_tables) + 3)
     finally:
-        (out / "probe.html").unlink()
-    assert console == [], console
-    m = re.search(r'data-probe="([^"]*)"', dom)
-    assert m, "the probe did not run"
-    r = json.loads(html.unescape(m.group(1)))
-    assert r["alerts"] == 0  # no injected script ran
-    assert r["evilText"] is True  # the name is shown, as text
-    assert r["images"] == r["decoded"] == len(data.task_tables)
-    assert r["tables"] == 1 + len(data.task_tables) + 3
-    assert r["ariaAsc"] == "ascending" and r["ariaDesc"] == "descending"
-    assert r["asc"] == sorted(r["asc"]) and r["desc"] == sorted(r["desc"], reverse=True)
-    assert len(r["asc"]) == len(data.summary.rows) > 1
+        close()
 
 
-def test_screenshot(site):
+def _drawn_series(pg, chart: str) -> int:
+    return pg.evaluate(f"""() => new Set(Array.from(document.querySelectorAll(
+        '#{chart} g.mark-symbol.role-mark path')).map(p => p.getAttribute('fill'))
+        .filter(f => f && f !== 'transparent' && f !== 'none')).size""")
+
+
+def test_hover_tooltip_and_series_filter(site):
     tmp, out, _ = site
-    shot = tmp / "leaderboard.png"
-    _, console = _chromium(tmp, f"--screenshot={shot}", "--window-size=1280,2200",
-                           "--hide-scrollbars", (out / "index.html").as_uri())
-    assert console == [], console
-    assert shot.exists() and shot.stat().st_size > 20_000
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    print(f"screenshot: {shot}")
+    pg, errors, outside, close = _open(tmp, out)
+    try:
+        chart = "chart-task-arc_easy"
+        point = pg.locator(f"#{chart} g.mark-symbol.role-mark path").first
+        point.hover(force=True)
+        tip = pg.locator("#vg-tooltip-element")
+        tip.wait_for(state="visible", timeout=5000)
+        text = tip.inner_text()
+        assert "checkpoint" in text and "value" in text and "stderr" in text, text
+        before = _drawn_series(pg, chart)
+        pg.select_option(f"#{chart} select[name=pick]", "ladder")
+        pg.wait_for_timeout(300)
+        after = _drawn_series(pg, chart)
+        assert before == 2 and after == 1, (before, after)
+        assert errors == [] and outside == [], (errors, outside)
+    finally:
+        close()
+
+
+def test_sorting_in_the_browser(site):
+    tmp, out, data = site
+    pg, errors, _, close = _open(tmp, out)
+    try:
+        col = data.summary.columns.index("mean_score")
+        th = pg.locator("#table-summary thead th").nth(col)
+
+        def column():
+            return pg.eval_on_selector_all(
+                "#table-summary tbody tr", f"rs => rs.map(r => parseFloat(r.cells[{col}]"
+                ".getAttribute('data-v')))")
+
+        th.click()
+        asc, aria_asc = column(), th.get_attribute("aria-sort")
+        th.click()
+        desc, aria_desc = column(), th.get_attribute("aria-sort")
+        assert aria_asc == "ascending" and aria_desc == "descending"
+        assert asc == sorted(asc) and desc == sorted(desc, reverse=True)
+        assert len(asc) == len(data.summary.rows) > 1
+        assert errors == []
+    finally:
+        close()
+
+
+def test_screenshot_first_screen(site):
+    tmp, out, _ = site
+    pg, errors, _, close = _open(tmp, out)
+    try:
+        shot = tmp / "leaderboard.png"
+        pg.screenshot(path=str(shot))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        # the first screen (1400 x 900) shows a chart
+        top = pg.evaluate("document.querySelector('div.chart svg').getBoundingClientRect().top")
+        assert top < 900
+        print(f"screenshot: {shot}")
+    finally:
+        close()

@@ -116,10 +116,11 @@ def render_leaderboard(rows: Any, *, scaling: bool = True, predict_sizes: Sequen
 
 def build_environment() -> dict[str, str]:
     """Versions that the bytes depend on besides the rows (plots: matplotlib; fits: numpy,
-    scipy). A rebuild with other versions may differ; --check names them when it does."""
+    scipy, pandas; the page's chart script: vl-convert-python). A rebuild with other versions may differ; --check names them when it does."""
     from ..versions import package_version
 
-    return {pkg: package_version(pkg) for pkg in ("matplotlib", "numpy", "scipy", "pandas")}
+    return {pkg: package_version(pkg) for pkg in ("matplotlib", "numpy", "scipy", "pandas",
+                                                  "vl-convert-python")}
 
 
 def read_leaderboard_manifest(folder: str | os.PathLike) -> dict[str, Any]:

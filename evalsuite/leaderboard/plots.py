@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-__all__ = ["Curve", "PredictedPoint", "PlotSpec", "render_plot_png"]
+__all__ = ["Curve", "PredictedPoint", "PlotSpec", "render_plot_png", "x_axis"]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -72,7 +72,7 @@ class PlotSpec:
         training steps (one line per size), or, with one step per size, to parameters (one line
         per series), and the label says so and names the fix.
         """
-        x_name, x_label = _x_axis(cells, flops_basis)
+        x_name, x_label = x_axis(cells, flops_basis)
         groups: dict[tuple, list] = {}
         missing = 0
         for c in cells:
@@ -125,7 +125,7 @@ _NO_COMPUTE = ("no compute: tokens seen unknown; `evalsuite series PATH --tokens
                "--annotate` adds it")
 
 
-def _x_axis(cells: Sequence[Any], flops_basis: str) -> tuple[str, str]:
+def x_axis(cells: Sequence[Any], flops_basis: str) -> tuple[str, str]:
     """The x attribute and axis label: compute where any cell has it, else steps (several per
     size), else parameters."""
     if any(c.compute_flops for c in cells):

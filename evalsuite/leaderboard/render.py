@@ -13,7 +13,6 @@ model without steps. Missing numbers are ``-`` on pages and empty in CSV.
 
 from __future__ import annotations
 
-import base64
 import csv
 import dataclasses
 import functools
@@ -167,7 +166,12 @@ max-width:1200px;padding:0 1em;color:#1b1b1b;background:#fff}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
 .prov,.note{color:#555;font-size:.9em}
 nav ul{columns:3;font-size:.9em}
-.scroll{overflow-x:auto;max-height:40em;overflow-y:auto}
+.scroll{overflow-x:auto}
+td.t{white-space:normal;min-width:18em;max-width:40em}
+.charts{display:flex;flex-wrap:wrap;gap:1.2em 2em}
+.chart{min-height:300px}.chart.wide{flex-basis:100%}
+details>summary{cursor:pointer;font-size:1.1em;margin:1em 0 .3em}
+form.vega-bindings,.vega-bindings{font-size:.85em;color:#333}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:2px 6px;white-space:nowrap}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -220,7 +224,7 @@ def html_table(table: Table, table_id: str) -> str:
             text = escape_html(_display(v, k))
             sv = _sort_value(v, k)
             if sv is None:
-                out.append(f"<td>{text}</td>")
+                out.append(f'<td class="t">{text}</td>' if len(text) > 60 else f"<td>{text}</td>")
             else:
                 out.append(f'<td class="n" data-v="{escape_html(sv)}">{text}</td>')
         out.append("</tr>\n")
@@ -282,7 +286,64 @@ def _section(sec_id: str, title: str, table: Table | None, note: str, version: s
     return "".join(out)
 
 
-def html_page(data: LeaderboardData, version: str, plots: Mapping[str, bytes]) -> str:
+#: Tables longer than this start collapsed on the page (click the title to open).
+OPEN_ROWS = 20
+
+# Draw every chart whose specification the page holds (vega-embed from assets/vega.js).
+_CHART_JS = """
+(function(){
+  if(typeof vegaEmbed!=="function"){console.error("assets/vega.js did not load: charts are off");return;}
+  Array.prototype.forEach.call(document.querySelectorAll("div.chart[data-spec]"),function(div){
+    var spec=JSON.parse(document.getElementById(div.getAttribute("data-spec")).textContent);
+    vegaEmbed(div,spec,{renderer:"svg",actions:false}).then(function(r){div.__view=r.view;})
+      .catch(function(e){console.error("chart "+div.id+": "+e);});
+  });
+})();
+"""
+
+
+def _chart_specs(data: LeaderboardData, flops_basis: str) -> list[tuple[str, str, dict]]:
+    """(element id, css class, Vega-Lite spec) of every chart, in page order."""
+    from . import charts
+
+    out = []
+    overview = charts.overview_spec(data.cells)
+    if overview is not None:
+        out.append(("chart-overview", "chart wide", overview))
+    onsets: dict[str, list] = {}
+    if data.emergence is not None:
+        col = {c: i for i, c in enumerate(data.emergence.columns)}
+        for r in data.emergence.rows:
+            if r[col["across"]] == "sizes" and r[col["onset_x"]] is not None:
+                onsets.setdefault(r[col["task"]], []).append(
+                    {"s": r[col["series"]], "verdict": r[col["verdict"]], "x": r[col["onset_x"]],
+                     "lo": r[col["onset_lower"]], "hi": r[col["onset_upper"]]})
+    by_task: dict[str, list] = {}
+    for c in data.cells:
+        by_task.setdefault(c.task, []).append(c)
+    for name, tasks in charts.task_groups(sorted(by_task)):
+        cells = [c for t in tasks for c in by_task[t]]
+        plot = data.plots.get(tasks[0]) if len(tasks) == 1 else None
+        spec = charts.task_spec(name, tasks, cells, plot.curves if plot else (),
+                                plot.predicted if plot else (), onsets.get(tasks[0], ()),
+                                flops_basis=flops_basis)
+        if spec is not None:
+            out.append((f"chart-task-{_slug(name)}", "chart task", spec))
+    for sec, spec in (("precision", charts.precision_spec(data.precision)),
+                      ("emergence", charts.emergence_spec(data.emergence))):
+        if spec is not None:
+            out.append((f"chart-{sec}", "chart", spec))
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "task"
+
+
+def html_page(data: LeaderboardData, version: str, plots: Mapping[str, bytes],
+              flops_basis: str = "total") -> str:
+    from .charts import VEGA_ASSET, spec_json
+
     sections = [("summary", "Summary across tasks", data.summary, data.notes.get("summary", "")),
                 ("predictions", "Predictions", data.predictions, data.notes.get("predictions", "")),
                 ("emergence", "Emergence", data.emergence, data.notes.get("emergence", "")),
@@ -290,38 +351,58 @@ def html_page(data: LeaderboardData, version: str, plots: Mapping[str, bytes]) -
                  data.notes.get("precision", ""))]
     if data.forecasts is not None:
         sections.insert(2, ("forecasts", "Forecast of the final score", data.forecasts, ""))
-    nav = ['<nav><ul>']
+    specs = _chart_specs(data, flops_basis)
+    nav = ['<nav><ul><li><a href="#charts">Charts</a></li>']
     nav.extend(f'<li><a href="#{s[0]}">{escape_html(s[1])}</a></li>' for s in sections)
-    for t in data.task_tables:
-        nav.append(f'<li><a href="#{escape_html(t.name.replace("/", "-"))}">'
-                   f'{escape_html(t.title)}</a></li>')
-    nav.append("</ul></nav>\n")
+    nav.append('<li><a href="#tasks">Task tables</a></li></ul></nav>\n')
     body = ["<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n",
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
             f'<meta name="generator" content="evalsuite {escape_html(version)}">\n',
             '<link rel="icon" href="data:,">\n',
-            "<title>evalsuite leaderboard</title>\n<style>", _CSS, "</style></head><body>\n",
+            "<title>evalsuite leaderboard</title>\n<style>", _CSS, "</style>\n",
+            f'<script src="{VEGA_ASSET}"></script></head><body>\n',
             "<h1>evalsuite leaderboard</h1>\n",
             f'<p class="prov">evalsuite {escape_html(version)}; built from {data.n_rows} result '
             f"rows (rows sha256 {data.digest}); {len(data.cells)} primary-metric cells"
             + (f", {data.superseded} superseded re-run rows ignored" if data.superseded else "")
-            + ". Generated by <code>evalsuite leaderboard</code>; do not edit by hand.</p>\n",
-            "".join(nav)]
+            + ". Generated by <code>evalsuite leaderboard</code>; do not edit by hand. Hover a "
+            "point for its checkpoint; each chart has a series picker.</p>\n"]
+    limited = sorted({c.series for c in data.cells if c.limit})
+    if limited:
+        body.append('<p class="note">Scored on the first items only (<code>--limit</code>): '
+                    f"{escape_html(', '.join(limited))}; not comparable with full runs.</p>\n")
+    body.append('<section id="charts"><h2>Charts</h2><div class="charts">\n')
+    for i, (el_id, css, spec) in enumerate(specs):
+        body.append(f'<div class="{css}" id="{escape_html(el_id)}" data-spec="spec-{i}"></div>\n')
+    body.append("</div>\n")
+    for i, (_, _, spec) in enumerate(specs):
+        body.append(f'<script type="application/json" id="spec-{i}">{spec_json(spec)}</script>\n')
+    body.append("</section>\n" + "".join(nav))
     for sec_id, title, table, note in sections:
-        body.append(_section(sec_id, title, table, note, version))
+        body.append(_collapsible(_section(sec_id, title, table, note, version), table))
+    body.append('<section id="tasks"><h2>Task tables</h2>\n')
     for t in data.task_tables:
-        task = t.task
-        slug = data.task_slugs[task]
-        png = plots.get(task)
-        img = ""
-        if png is not None:
-            b64 = base64.b64encode(png).decode("ascii")
-            img = (f'<p><img class="plot" src="data:image/png;base64,{b64}" '
-                   f'alt="{escape_html("score against compute: " + task)}"></p>\n'
-                   f'<p class="prov"><a href="plots/{escape_html(slug)}.png">plot PNG</a></p>\n')
-        body.append(_section(t.name.replace("/", "-"), t.title, t, "", version, before=img))
-    body.append("<script>" + _JS + "</script>\n</body></html>\n")
+        slug = data.task_slugs[t.task]
+        link = (f'<p class="prov"><a href="plots/{escape_html(slug)}.png">plot PNG</a></p>\n'
+                if t.task in plots else "")
+        body.append(_collapsible(_section(t.name.replace("/", "-"), t.title, t, "", version,
+                                          before=link), t, force=True))
+    body.append("</section>\n")
+    body.append("<script>" + _JS + _CHART_JS + "</script>\n</body></html>\n")
     return "".join(body)
+
+
+def _collapsible(section_html: str, table: Table | None, force: bool = False) -> str:
+    """A section whose table is long (or a task table) starts collapsed: its h2 becomes the
+    summary of a <details> element."""
+    if table is None or (len(table.rows) <= OPEN_ROWS and not force):
+        return section_html
+    head, rest = section_html.split("</h2>\n", 1)
+    sec_open, title = head.split("<h2>", 1)
+    n = len(table.rows)
+    return (f"{sec_open}<details><summary><h2 style=\"display:inline\">{title}</h2> "
+            f'<span class="note">({n} rows)</span></summary>\n'
+            + rest.replace("</section>\n", "</details></section>\n"))
 
 
 # ---- the entry markdown page ----------------------------------------------------------------
@@ -387,5 +468,10 @@ def render_files(data: LeaderboardData, *, version: str, jobs: int = 1) -> dict[
             files[f"{table.name}.md"] = markdown_page(table, version)
             files[f"{table.name}.csv"] = csv_text(table, version)
     files["README.md"] = readme_page(data, version)
-    files["index.html"] = html_page(data, version, plots)
+    from .charts import VEGA_ASSET, vega_bundle
+
+    basis = ("non-embedding" if any("non-embedding" in p.x_label for p in data.plots.values())
+             else "total")
+    files["index.html"] = html_page(data, version, plots, flops_basis=basis)
+    files[VEGA_ASSET] = vega_bundle()
     return {p: (b if isinstance(b, bytes) else b.encode("utf-8")) for p, b in files.items()}
