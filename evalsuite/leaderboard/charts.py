@@ -30,7 +30,10 @@ __all__ = ["task_groups", "overview_spec", "task_spec", "precision_spec", "emerg
 #: Where the page's script bundle is written, relative to index.html.
 VEGA_ASSET = "assets/vega.js"
 _WIDTH, _HEIGHT = 420, 260
-_GROUPS = (("mmlu", "mmlu_"), ("bbh", "bbh_"), ("bigbench", "bigbench_"))
+#: Families of subtasks folded into one chart (lm-eval's names, and the older harness's
+#: ``hendrycksTest-`` ones the Pythia evals use).
+_GROUPS = (("mmlu", ("mmlu_", "hendrycksTest-")), ("bbh", ("bbh_",)),
+           ("bigbench", ("bigbench_",)))
 
 
 def vega_bundle() -> bytes:
@@ -68,8 +71,8 @@ def task_groups(tasks: Sequence[str]) -> list[tuple[str, list[str]]]:
     out: dict[str, list[str]] = {}
     for task in sorted(tasks):
         name = task
-        for group, prefix in _GROUPS:
-            if task.startswith(prefix) and sum(t.startswith(prefix) for t in tasks) >= 3:
+        for group, prefixes in _GROUPS:
+            if task.startswith(prefixes) and sum(t.startswith(prefixes) for t in tasks) >= 3:
                 name = group
         out.setdefault(name, []).append(task)
     return sorted(out.items())
@@ -117,10 +120,21 @@ def overview_spec(cells: Sequence[Any]) -> dict[str, Any] | None:
     groups: dict[tuple, list] = {}
     for c in latest.values():
         groups.setdefault((c.series, c.size, c.precision), []).append(c)
+    # a series' mean is over the tasks (and shots) every one of its sizes has, so the sizes
+    # are compared on the same tasks
+    common: dict[tuple, set] = {}
+    for (s, z, p), cs in groups.items():
+        have = {(c.task, c.num_fewshot) for c in cs}
+        common[(s, p)] = have if (s, p) not in common else common[(s, p)] & have
     values = []
     for (s, z, p), cs in sorted(groups.items()):
+        cs = [c for c in cs if (c.task, c.num_fewshot) in common[(s, p)]]
+        if not cs:
+            continue
         values.append({"s": s, "z": z, "p": p, "x": _num(sum(c.compute_flops for c in cs) / len(cs)),
                        "y": _num(sum(c.score for c in cs) / len(cs)), "n": len(cs)})
+    if not values:
+        return None
     spec = _base("Overview: mean chance-normalised score across tasks", "training compute (FLOPs)",
                  "mean chance-normalised score")
     spec.update({"data": {"values": values}, "params": [_series_param({v["s"] for v in values})],
@@ -161,29 +175,33 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
             continue  # a group draws each size's final checkpoint only (page weight)
         err = c.score_stderr if c.score is not None else c.stderr
         s = c.series + (f" {c.num_fewshot}-shot" if several_shots else "")
-        points.append({"task": c.task, "s": s, "z": c.size, "p": c.precision,
-                       "t": "final" if c.step is None else str(c.step),
-                       "c": f"{c.series}-{c.size}@{'final' if c.step is None else c.step}",
-                       "x": _num(x), "y": _num(c.plot_value), "e": _num(err),
-                       "f": id(c) in final_keys,
-                       "line": f"{s}|{c.size}|{c.precision}"})
+        point = {"s": s, "z": c.size, "p": c.precision,
+                 "t": "final" if c.step is None else str(c.step), "x": _num(x),
+                 "y": _num(c.plot_value), "e": _num(err)}
+        if id(c) in final_keys:
+            point["f"] = 1
+        if grouped:
+            point["task"] = c.task
+        points.append(point)
     if not points:
         return None
     if grouped:  # the mean over subtasks of each series x size x precision, plus a picker
         means: dict[tuple, list] = {}
         for p in points:
-            means.setdefault((p["s"], p["z"], p["p"], p["t"], p["c"]), []).append(p)
-        for (s, z, prec, t, ck), ps in sorted(means.items()):
-            points.append({"task": f"{name} (mean of {len(ps)})", "s": s, "z": z, "p": prec,
-                           "t": t, "c": ck, "x": _num(sum(p["x"] for p in ps) / len(ps)),
-                           "y": _num(sum(p["y"] for p in ps) / len(ps)), "e": None, "f": True,
-                           "line": f"{s}|{z}|{prec}"})
+            means.setdefault((p["s"], p["z"], p["p"], p["t"]), []).append(p)
+        for (s, z, prec, t), ps in sorted(means.items()):
+            points.append({"task": f"{name} (mean of {len(tasks)})", "s": s, "z": z, "p": prec,
+                           "t": t, "x": _num(sum(p["x"] for p in ps) / len(ps)),
+                           "y": _num(sum(p["y"] for p in ps) / len(ps)), "f": 1})
     normalised = any(c.score is not None for c in mine)
     y_title = ("chance-normalised " if normalised else "") + "/".join(sorted({c.metric for c in mine}))
     title = f"{name}: {len(tasks)} subtasks" if grouped else name
     spec = _base(title, x_label, y_title, log_x=True)
     params = [_series_param({p["s"] for p in points})]
-    transform: list[dict[str, Any]] = [{"filter": _PICKED}]
+    # the checkpoint label and each size's line key, computed in the page (smaller data)
+    transform: list[dict[str, Any]] = [
+        {"filter": _PICKED}, {"calculate": "datum.s + ' ' + datum.z + ' @' + datum.t", "as": "c"},
+        {"calculate": "datum.s + '|' + datum.z + '|' + datum.p", "as": "line"}]
     if grouped:
         options = [f"{name} (mean of {len(tasks)})"] + sorted(tasks)
         params.append({"name": "subtask", "value": options[0],
@@ -199,7 +217,7 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                        "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.45},
                        "encoding": {"color": color, "detail": {"field": "line"},
                                     "order": {"field": "x"}}})
-    finals_only = {"filter": "datum.f"}
+    finals_only = {"filter": "datum.f == 1"}
     layers += [
         {"transform": [finals_only], "mark": {"type": "line", "strokeWidth": 1.5},
          "encoding": {"color": color, "detail": {"field": "p"}, "order": {"field": "x"}}},
@@ -209,7 +227,7 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
          "mark": {"type": "rule"}, "encoding": {"color": color, "y": {"field": "lo",
                                                                         "type": "quantitative"},
                                                  "y2": {"field": "hi"}}},
-        {"transform": [{"filter": "datum.f || steps" if not grouped else "datum.f"}],
+        {"transform": [{"filter": "datum.f == 1 || steps" if not grouped else "datum.f == 1"}],
          "mark": {"type": "point", "filled": True, "size": 40},
          "encoding": {"color": color, "tooltip": _POINT_TIP}},
     ]
@@ -261,7 +279,10 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
             {"data": {"values": pred_rows}, "transform": [{"filter": _PICKED}],
              "mark": {"type": "point", "shape": "diamond", "size": 70, "filled": False},
              "encoding": {"color": color, "tooltip": tip}},
-            {"data": {"values": pred_rows}, "transform": [{"filter": _PICKED}],
+            # labels overlap with many series: then they show once one series is picked
+            {"data": {"values": pred_rows}, "transform": [
+                {"filter": _PICKED if len({r["s"] for r in pred_rows}) <= 2
+                 else "pick != 'all' && datum.s == pick"}],
              "mark": {"type": "text", "dx": 6, "dy": -8, "align": "left", "fontSize": 10},
              "encoding": {"text": {"field": "label"}, "color": color}}]
     onset_rows = [o for o in onsets if o.get("x") and x_name == "compute_flops" and not grouped]

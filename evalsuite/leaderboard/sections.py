@@ -230,7 +230,7 @@ def _fits(cells, sizes: Sequence[str], jobs: int = 1) -> tuple[Any, dict, dict, 
             upper=tuple(float(norm(v)) for v in upper)))
         for (target, n, src, x), (p_mean, p_lo, p_hi, extrap, dist) in zip(targets, preds):
             predicted.setdefault(task, []).append(PredictedPoint(
-                label=f"{series} {target}", x=float(x), y=float(norm(p_mean)),
+                label=f"{label} {target}", x=float(x), y=float(norm(p_mean)),
                 lower=float(norm(p_lo)), upper=float(norm(p_hi))))
             score = norm(p_mean) if points[0].score is not None else None
             rows.append((task, shots, series, target, float(n), src, float(x), p_mean, p_lo,
