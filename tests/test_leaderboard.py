@@ -494,3 +494,20 @@ def test_page_is_self_contained(files):
     for href in re.findall(r'<a href="([^"#][^"]*)"', page):  # links stay inside the folder
         assert ":" not in href and not href.startswith("/") and ".." not in href, href
         assert href in files, href
+
+
+def test_chart_specs_mark_limited_runs_and_fold_subject_families():
+    from evalsuite.leaderboard import prepare_leaderboard
+    from evalsuite.leaderboard.charts import task_groups, task_spec
+    from evalsuite.testing.rows import synthetic_rows
+
+    assert task_groups(["arc_easy", "mmlu_a", "mmlu_b", "mmlu_c", "hendrycksTest-x", "bbh_x"]) == [
+        ("arc_easy", ["arc_easy"]), ("bbh_x", ["bbh_x"]),
+        ("mmlu", ["hendrycksTest-x", "mmlu_a", "mmlu_b", "mmlu_c"])]
+    rows = [dataclasses.replace(r, limit=5) if r.size == "1m" else r
+            for r in synthetic_rows(tasks=("arc_easy",))]
+    data = prepare_leaderboard(rows, scaling=False)
+    spec = task_spec("arc_easy", ["arc_easy"], data.cells)
+    limited = {p["z"] for p in spec["data"]["values"] if "l" in p}
+    assert limited == {"1m"}
+    assert json.loads(json.dumps(spec)) == spec  # plain JSON

@@ -180,6 +180,8 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                  "y": _num(c.plot_value), "e": _num(err)}
         if id(c) in final_keys:
             point["f"] = 1
+        if c.limit:
+            point["l"] = int(c.limit)  # scored on the first items only: drawn as a triangle
         if grouped:
             point["task"] = c.task
         points.append(point)
@@ -229,7 +231,10 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                                                  "y2": {"field": "hi"}}},
         {"transform": [{"filter": "datum.f == 1 || steps" if not grouped else "datum.f == 1"}],
          "mark": {"type": "point", "filled": True, "size": 40},
-         "encoding": {"color": color, "tooltip": _POINT_TIP}},
+         "encoding": {"color": color, "tooltip": _POINT_TIP + _tooltip(
+             ("l", "--limit (items)", "quantitative")),
+                      "shape": {"condition": {"test": "isValid(datum.l)",
+                                              "value": "triangle-up"}, "value": "circle"}}},
     ]
     under: list[dict[str, Any]] = []  # bands, fits and markers below the points
     over: list[dict[str, Any]] = []  # predictions
