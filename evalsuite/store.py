@@ -388,17 +388,21 @@ class ResultStore:
             if not d["series"] or not d["size"]:
                 raise StoreError(f"checkpoint metadata {dict(rec)!r} names no series and size")
             lines.append(json.dumps(d, sort_keys=True) + "\n")
+        return self._append_lines(self.metadata_path, lines)
+
+    def _append_lines(self, path: Path, lines: list[str]) -> int:
+        """Append whole lines to a side file (metadata, plans) under the folder's lock, synced."""
         if not lines:
             return 0
         with self.lock(wait=True):
             try:
-                with open(self.metadata_path, "a", encoding="utf-8") as fh:
+                with open(path, "a", encoding="utf-8") as fh:
                     fh.write("".join(lines))
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as e:
-                raise StoreError(f"cannot write {self.metadata_path}: {e.strerror}; free space "
-                                 "or pass a writable --results DIR") from e
+                raise StoreError(f"cannot write {path}: {e.strerror}; free space or pass a "
+                                 "writable --results DIR") from e
         return len(lines)
 
     def read_metadata(self) -> dict[tuple, dict[str, Any]]:
@@ -439,17 +443,7 @@ class ResultStore:
             seen[key] = step
             lines.append(json.dumps({"series": key[0], "size": key[1], "final_step": step},
                                     sort_keys=True) + "\n")
-        if not lines:
-            return 0
-        try:
-            with self.lock(wait=True), open(self.plans_path, "a", encoding="utf-8") as fh:
-                fh.write("".join(lines))
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as e:
-            raise StoreError(f"cannot write {self.plans_path}: {e.strerror}; free space or pass a "
-                             "writable --results DIR") from e
-        return len(lines)
+        return self._append_lines(self.plans_path, lines)
 
     def read_plans(self) -> dict[tuple[str, str], int]:
         """(series, size) -> planned final step (the latest record of each)."""
