@@ -391,6 +391,10 @@ def scan_folders(root: str | Path, folders: Sequence[Path], *, tokens_per_step: 
         except SeriesError as e:
             problems.append((str(folder), str(e)))
             continue
+        except OSError as e:  # a file removed or unreadable while it was read
+            problems.append((str(folder), f"cannot read {e.filename or folder}: {e.strerror}; "
+                                          "if it was deleted meanwhile, nothing is lost"))
+            continue
         checkpoints.append(ckpt)
     checkpoints.sort(key=lambda c: (c.series, c.n_params_nonembedding or 0, c.size, c.step or 0))
     return SeriesScan(checkpoints, problems)

@@ -337,3 +337,84 @@ def test_forecast_command_reads_plans_and_names_what_is_missing(tmp_path, capsys
     assert main(["watch", str(tmp_path), "--tasks", "copa", "--final-step", "0"]) == 2
     assert main(["watch", str(tmp_path / "nope"), "--tasks", "copa"]) == 2
     assert main(["watch", str(tmp_path), "--tasks", "no_such_task", "--once"]) == 2
+
+
+# ---- found by review (each failed before its fix) ---------------------------------------------
+
+def test_a_nan_score_gives_a_strict_json_record_and_no_lost_forecast():
+    from evalsuite.records import Checkpoint
+    from evalsuite.run.watch import checkpoint_record
+
+    frame = curve([100, 200, 500, 1000, 2000], lambda s: 0.8 - 0.6 * (s / 100) ** -0.4)
+    frame = frame.assign(checkpoint_id=[f"s-1m@{s}:fp32" for s in frame["step"]])
+    frame.loc[frame["step"] == 500, "value"] = float("nan")
+    ck = Checkpoint(series="s", size="1m", step=2000, source="x")
+    ck500 = Checkpoint(series="s", size="1m", step=500, source="x")
+    frame.loc[frame["step"] == 2000, "checkpoint_id"] = ck.id
+    frame.loc[frame["step"] == 500, "checkpoint_id"] = ck500.id
+    rec = checkpoint_record(frame, ck500, final_step=None, new_cells=1)
+    assert rec["metrics"]["t"]["value"] is None
+    json.dumps(rec, allow_nan=False)
+    steps = [100, 200, 500, 1000, 2000, 3000]
+    nan_curve = curve(steps, lambda s: 0.8 - 0.6 * (s / 100) ** -0.4)
+    nan_curve.loc[2, "value"] = float("nan")
+    fc = forecast_final(nan_curve, 50000, n_boot=20)
+    assert fc.mean is not None and fc.n_points == 4, fc.note  # 5 finite, 1 in the warm-up
+    late = forecast_final(nan_curve, 1000)
+    assert late.mean is None and "before the last checkpoint" in late.note
+
+
+def test_a_folder_deleted_while_it_is_hashed_is_a_problem_not_a_crash(model, tmp_path, monkeypatch):
+    import evalsuite.series as series
+
+    copy_model(model, tmp_path / "run" / "checkpoint-2")
+
+    def vanish(folder, chunk=1 << 20):
+        raise FileNotFoundError(2, "No such file or directory", str(folder / "model.safetensors"))
+
+    monkeypatch.setattr(series, "hash_weights", vanish)
+    scan = series.scan_folders(tmp_path / "run", [tmp_path / "run" / "checkpoint-2"])
+    assert scan.checkpoints == [] and "cannot read" in scan.problems[0][1]
+
+
+def test_once_while_another_writer_holds_the_lock_exits_non_zero_naming_it(model, tmp_path,
+                                                                           capsys):
+    from evalsuite.cli import main
+
+    root = tmp_path / "run"
+    copy_model(model, root / "step2")
+    store = ResultStore(tmp_path / "r")
+    with store.lock():
+        code = main(["watch", str(root), "--tasks", TASK, "--limit", "2", "--results",
+                     str(store.root), "--once", "--settle", "0", "--no-leaderboards",
+                     "--nice", "0"])
+    assert code == 1
+    assert "holds the results folder's lock" in capsys.readouterr().err
+
+
+def test_the_callback_drains_a_chatty_stderr_and_keeps_the_real_error(model, tmp_path):
+    from evalsuite.integrations import EvalsuiteCallback
+
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.stderr.write('x' * 100 + '\\n') "
+                    "if False else None\nfor _ in range(3000): sys.stderr.write('noise ' * 20 + "
+                    "'\\n')\nsys.stderr.write('failed: ck x copa: boom\\n')\nsys.exit(1)\n")
+    fake.chmod(0o755)
+    cb = EvalsuiteCallback([TASK], python=str(fake))
+    trainer = tiny_trainer(model, tmp_path / "run", max_steps=2, save_steps=2, callbacks=[cb])
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (trainer.train(), done.set()), daemon=True)
+    t.start()
+    assert done.wait(120), "training hung on the scoring process's stderr"
+    assert cb.errors == ["failed: ck x copa: boom"]
+
+
+def test_queue_mode_matches_relative_checkpoint_paths(tmp_path):
+    from evalsuite.integrations.hf import _inside
+
+    out = tmp_path / "qrun"
+    (out / "checkpoint-2").mkdir(parents=True)
+    assert _inside(Path("qrun/checkpoint-2"), out)
+    assert _inside(out / "checkpoint-2", out)
+    assert not _inside(Path("other/checkpoint-2"), out)
+    assert not _inside(tmp_path / "other" / "checkpoint-2", out)

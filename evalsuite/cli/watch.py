@@ -78,7 +78,7 @@ def register(sub) -> None:
 def _metric_line(record) -> str:
     parts = []
     for task, m in sorted(record["metrics"].items()):
-        s = f"{task} {m['metric']} {m['value']:.4f}"
+        s = f"{task} {m['metric']} " + ("nan" if m["value"] is None else f"{m['value']:.4f}")
         if m.get("stderr") is not None:
             s += f" ±{m['stderr']:.4f}"
         fc = record["forecast"].get(task)

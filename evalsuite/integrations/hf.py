@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["EvalsuiteCallback"]
 
+#: Lines of `evalsuite watch`'s stderr that say what failed (kept for ``callback.errors``).
+_PROBLEM_PREFIXES = ("error:", "failed:", "not scored:", "cannot score", "skipping", "cell ",
+                     "Traceback", "warning: leaderboards")
+
 
 class EvalsuiteCallback(TrainerCallback):
     """Score each saved checkpoint on ``tasks`` without blocking training.
@@ -70,14 +74,14 @@ class EvalsuiteCallback(TrainerCallback):
         self.wait_at_end = wait_at_end
         self.python = python
         self._proc: subprocess.Popen | None = None
-        self._reader: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
         self._records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._dirty = False  # a save happened while a scoring process ran
         self._logged: set[tuple[str, str]] = set()  # (checkpoint, task) already logged
         self._output_dir: Path | None = None
         self._max_steps: int | None = None
-        self.errors: list[str] = []  # scoring processes that failed (their stderr's last line)
+        self.errors: list[str] = []  # what the scoring processes reported as failed (each once)
 
     # ---- Trainer events --------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -142,7 +146,7 @@ class EvalsuiteCallback(TrainerCallback):
         self._proc = proc
         self._stderr: list[str] = []
 
-        def read() -> None:
+        def read_stdout() -> None:
             for line in proc.stdout:
                 line = line.strip()
                 if line.startswith("{"):
@@ -152,21 +156,30 @@ class EvalsuiteCallback(TrainerCallback):
                         continue
                     with self._lock:
                         self._records.append(rec)
-            self._stderr.extend(proc.stderr.read().splitlines()[-5:])
 
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
+        def read_stderr() -> None:  # drained as it comes: a full pipe would stall the child
+            for line in proc.stderr:
+                line = line.rstrip()
+                if line.startswith(_PROBLEM_PREFIXES):
+                    self._stderr.append(line)
+
+        self._readers = [threading.Thread(target=f, daemon=True) for f in (read_stdout, read_stderr)]
+        for t in self._readers:
+            t.start()
 
     def _collect(self, state) -> None:
         """Log what finished; start the next process when a save came in meanwhile."""
         proc = self._proc
         if proc is not None and proc.poll() is not None:
-            self._reader.join()
+            for t in self._readers:
+                t.join()
             if proc.returncode not in (0, None):
-                why = self._stderr[-1] if self._stderr else f"exit code {proc.returncode}"
-                self.errors.append(why)
-                log.warning("evalsuite scoring process failed (%s); its command: %s", why,
-                            " ".join(self.command()))
+                problems = self._stderr or [f"exit code {proc.returncode}"]
+                for why in problems:
+                    if why not in self.errors:  # a broken checkpoint fails at every pass
+                        self.errors.append(why)
+                        log.warning("evalsuite scoring: %s (command: %s)", why,
+                                    " ".join(self.command()))
             self._proc = None
         with self._lock:
             records, self._records = self._records, []
@@ -206,10 +219,20 @@ class EvalsuiteCallback(TrainerCallback):
         out = self._output_dir.resolve() if self._output_dir else None
         prim = frame[frame["is_primary"].astype(bool)]
         for ck, g in prim.groupby("checkpoint_id", sort=True):
-            sources = {str(s) for s in g["checkpoint_source"].dropna()}
-            if out is not None and sources and not any(s.startswith(str(out)) for s in sources):
+            sources = [Path(s) for s in g["checkpoint_source"].dropna()]
+            if out is not None and sources and not any(_inside(s, out) for s in sources):
                 continue
             rec = {"checkpoint": ck, "step": None if g["step"].isna().all() else int(g["step"].max()),
                    "metrics": {r.task: {"metric": r.metric, "value": r.value}
                                for r in g.itertuples(index=False)}}
             self._log_record(rec, state)
+
+
+def _inside(source: Path, out: Path) -> bool:
+    """Whether a row's checkpoint folder is one of this run's: an absolute path under ``out``,
+    or a relative one (the watcher's working directory is unknown) naming a checkpoint folder
+    of ``out`` by its last two parts."""
+    if source.is_absolute():
+        return out == source or out in source.resolve().parents
+    parts = source.parts
+    return len(parts) >= 2 and parts[-2] == out.name and (out / parts[-1]).is_dir()

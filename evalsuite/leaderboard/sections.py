@@ -384,7 +384,7 @@ def run_forecasts(cells: Sequence[Any], plans: Mapping[tuple[str, str], int]) ->
     frame = pd.DataFrame([{"series": c.series, "size": c.size, "precision": c.precision,
                            "task": c.task, "metric": c.metric, "num_fewshot": c.num_fewshot,
                            "step": c.step, "value": c.value, "stderr": c.stderr,
-                           "is_primary": True} for c in mine])
+                           "n_samples": c.n_samples, "is_primary": True} for c in mine])
     table = forecast_curves(frame, dict(plans))
     if table.empty:
         return None

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..series import (SeriesError, find_model_folders, has_tokenizer, is_model_folder,
                       read_safetensors_header)
@@ -33,6 +33,8 @@ from ..series import (SeriesError, find_model_folders, has_tokenizer, is_model_f
 __all__ = ["incomplete_reason", "folder_signature", "CheckpointWatcher", "planned_final_step",
            "DEFAULT_SETTLE_S"]
 
+#: Why a complete folder waits: another writer holds the results folder (see _waiting).
+LOCKED = "waiting: another evalsuite process holds the results folder's lock"
 #: Seconds a complete-looking folder must stay unchanged before it is scored.
 DEFAULT_SETTLE_S = 10.0
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -64,7 +66,7 @@ def _json_file(path: Path) -> Any:
 
 def incomplete_reason(folder: Path, *, marker: str | None = None) -> str | None:
     """Why ``folder`` is not a finished checkpoint yet, or None when it is complete."""
-    if not isinstance(_json_file(folder / "config.json"), dict):
+    if _json_file(folder / "config.json") is None:
         return "config.json is not written yet (or is not valid JSON)"
     for index_name in _INDEX_FILES:
         index = folder / index_name
@@ -91,9 +93,10 @@ def incomplete_reason(folder: Path, *, marker: str | None = None) -> str | None:
     for p in sorted(folder.glob("*.safetensors")):
         try:
             read_safetensors_header(p)
-        except SeriesError:
-            return (f"{p.name} is shorter than its header says: still being written, or truncated "
-                    "(if it stays so, re-save the checkpoint)")
+        except SeriesError as e:  # a corrupt header goes on to scoring, which reports it once
+            if "truncated" in str(e):
+                return (f"{p.name} is shorter than its header says: still being written, or "
+                        "truncated (if it stays so, re-save the checkpoint)")
     if not has_tokenizer(folder):
         return "no tokenizer files yet"
     if folder.name.startswith("checkpoint-") and not isinstance(
@@ -190,17 +193,29 @@ class WatchReport:
     polls: int = 0
 
 
-def checkpoint_record(frame, ckpt, *, final_step: int | None, new_cells: int) -> dict[str, Any]:
-    """One scored checkpoint: its primary metrics per task and, with a planned final step, the
-    forecast of each task's final score from this checkpoint's size so far."""
+def _finite(v) -> float | None:
+    """A number for a record, None where missing or NaN (the record stays strict JSON)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
+
+
+def checkpoint_record(frame, ckpt, *, final_step: int | None, new_cells: int,
+                      tasks: Sequence[str] | None = None) -> dict[str, Any]:
+    """One scored checkpoint: its primary metrics per task (``tasks``: only these) and, with a
+    planned final step, the forecast of each task's final score from this size so far. A NaN
+    score is None here (and the forecast leaves it out)."""
     from ..scaling.forecast import forecast_final
 
     rows = frame[(frame["checkpoint_id"] == ckpt.id) & frame["is_primary"].astype(bool)]
+    if tasks is not None:
+        rows = rows[rows["task"].isin(list(tasks))]
     metrics, forecast = {}, {}
     for _, r in rows.sort_values(["task", "precision"]).iterrows():
-        se = r["stderr"]
-        metrics[str(r["task"])] = {"metric": str(r["metric"]), "value": float(r["value"]),
-                                   "stderr": None if se is None or se != se else float(se),
+        metrics[str(r["task"])] = {"metric": str(r["metric"]), "value": _finite(r["value"]),
+                                   "stderr": _finite(r["stderr"]),
                                    "precision": str(r["precision"])}
         if final_step is not None and ckpt.step is not None:
             curve = frame[(frame["series"] == ckpt.series) & (frame["size"] == ckpt.size)
@@ -266,6 +281,8 @@ def _score(ready, pending, watcher, specs, registry, store, config, report, warn
     scan = scan_folders(watcher.root, ready, tokens_per_step=tokens_per_step)
     for where, why in scan.problems:  # complete but unreadable: said once per content
         folder = Path(where)
+        if not folder.exists():  # deleted meanwhile (save_total_limit): nothing to score
+            continue
         sig = folder_signature(folder)
         if warned.get(folder) != sig:
             warned[folder] = sig
@@ -291,7 +308,7 @@ def _score(ready, pending, watcher, specs, registry, store, config, report, warn
         n_new = int((~mine["cell_key"].isin(before)).sum()) if len(mine) else 0
         if n_new:  # a cell that failed is in report.failures
             report.scored.append(ck.id)
-            on_scored(checkpoint_record(frame, ck, new_cells=n_new,
+            on_scored(checkpoint_record(frame, ck, new_cells=n_new, tasks=[sp.name for sp in specs],
                                         final_step=store.read_plans().get((ck.series, ck.size))))
 
     def progress(finished, n_groups):
@@ -307,6 +324,8 @@ def _score(ready, pending, watcher, specs, registry, store, config, report, warn
                          progress=progress)
     except StoreLockedError as e:  # another writer: the folders stay ready for the next poll
         on_event(f"{e}; trying again at the next poll")
+        for ck in scan.checkpoints:
+            pending[Path(ck.source)] = LOCKED
         return False
     report.failures += run.failures
     for ck in scan.checkpoints:
@@ -319,6 +338,7 @@ def _score(ready, pending, watcher, specs, registry, store, config, report, warn
 
 
 def _settling(pending: dict[Path, str]) -> bool:
-    """Whether a pending folder is complete and only waiting for its settle time (so a later
-    poll scores it), as opposed to one that stopped half-written."""
-    return any(why.startswith("settling") for why in pending.values())
+    """Whether a pending folder is complete and only waiting for its settle time or for the
+    results folder's lock (so a later poll scores it), as opposed to one that stopped
+    half-written."""
+    return any(why.startswith("settling") or why == LOCKED for why in pending.values())

@@ -69,7 +69,11 @@ class Forecast:
 
 
 def _one_curve(curve: pd.DataFrame) -> pd.DataFrame:
-    c = curve[pd.to_numeric(curve["step"], errors="coerce").notna()].copy()
+    """The curve's checkpoints past step 0 with a finite score, one per step, in step order
+    (a NaN score, which the leaderboard leaves out too, is no evidence about the curve)."""
+    values = pd.to_numeric(curve["value"], errors="coerce")
+    c = curve[pd.to_numeric(curve["step"], errors="coerce").notna()
+              & np.isfinite(values.astype(float))].copy()
     c["step"] = c["step"].astype(int)
     c = c[c["step"] > 0].sort_values("step")
     return c.drop_duplicates("step", keep="last")
@@ -83,12 +87,15 @@ def forecast_final(curve: pd.DataFrame, final_step: int, *, level: float = FOREC
     final_step = int(final_step)
     c = _one_curve(curve)
     if not len(c):
-        raise ValueError("forecast_final needs rows with a step above 0")
+        raise ValueError("forecast_final needs rows with a step above 0 and a finite score")
     last = c.iloc[-1]
     base = dict(final_step=final_step, last_step=int(last["step"]), latest=float(last["value"]),
                 level=level)
-    if final_step <= int(last["step"]):
+    if final_step == int(last["step"]):
         return Forecast(**base, mean=float(last["value"]), note="the final step is reached")
+    if final_step < int(last["step"]):
+        return Forecast(**base, note=f"the planned final step {final_step} is before the last "
+                                     f"checkpoint seen ({int(last['step'])}): check --final-step")
     decades = math.log10(final_step / int(last["step"]))
     pts = c[c["step"] >= final_step * WARMUP_FRACTION].copy()
     if len(pts) < MIN_POINTS:
