@@ -210,3 +210,25 @@ def test_no_tuning_gives_the_same_rows(tmp_path, data_dir):
         out[flag] = {(r["checkpoint_id"], r["task"], r["metric"]): (r["cell_key"], r["value"], r["stderr"])
                      for r in rows}
     assert out["tuned"] == out["plain"] and len(out["tuned"]) >= 4
+
+
+def test_shards_partition_the_grid_and_match_one_run(series, data_dir, tmp_path, capsys):
+    """--shard I/N: the shards' cells are disjoint, together they are the whole grid, and each
+    value equals the unsharded run's; a bad --shard is refused before anything loads."""
+    args = ["--tasks", "copa", "--limit", "3", "--data-dir", str(data_dir)]
+    assert main(["run", str(series), *args, "--results", str(tmp_path / "all")]) == 0
+    whole = {r.cell_key: r.value for r in ResultStore(tmp_path / "all").read_rows() if r.is_primary}
+    parts: dict[str, float] = {}
+    for i in range(2):
+        assert main(["run", str(series), *args, "--shard", f"{i}/2", "--results",
+                     str(tmp_path / f"s{i}")]) == 0
+        mine = {r.cell_key: r.value for r in ResultStore(tmp_path / f"s{i}").read_rows()
+                if r.is_primary}
+        assert not set(mine) & set(parts)
+        parts.update(mine)
+    assert parts == whole and len(whole) == 3
+    for bad in ("2/2", "x", "1/0", "-1/3"):
+        assert main(["run", str(series), *args, f"--shard={bad}", "--results",
+                     str(tmp_path / "bad")]) == 2
+    assert "--shard" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -18,9 +18,26 @@ def register(sub) -> None:
     add_results_arg(p)
     add_data_args(p)
     add_scoring_args(p)
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="score only shard I of N (0 <= I < N) of the grid, split by checkpoint "
+                        "(the same split in every process), for array jobs: docs/distributed.md")
     add_executor_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard I/N`` -> (I, N); errors name the flag and the fix."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError as e:
+        raise CliError(f"--shard {value!r}: give I/N, e.g. 0/4 (shard 0 of 4)") from e
+    if n < 1 or not 0 <= i < n:
+        raise CliError(f"--shard {value}: need N >= 1 and 0 <= I < N (shards are numbered "
+                       "from 0, as in a Slurm array --array=0-(N-1))")
+    return i, n
 
 
 def add_scoring_args(p) -> None:
@@ -158,6 +175,7 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
                              skip_bad_items=bool(getattr(args, "skip_bad_items", False)))
     specs = resolve_specs(registry, task_names)
     config = build_config(args, task_names)
+    shard = parse_shard(getattr(args, "shard", None))
     ray_options = ray_options_from(args)
     scan = scan_series(args)
     report_problems(scan)
@@ -180,7 +198,8 @@ def execute(series_path, task_names, args, *, quiet=False) -> int:
 
     try:
         report = run_series(scan.checkpoints, specs, registry, ResultStore(args.results), config,
-                            progress=progress, on_event=say, ray_options=ray_options)
+                            progress=progress, on_event=say, ray_options=ray_options,
+                            shard=shard)
     except (RunError, StoreError, TaskError, DataError) as e:
         raise CliError(str(e)) from e
     summary = report.summary() | {"results": str(args.results)}

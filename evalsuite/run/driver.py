@@ -19,7 +19,7 @@ from ..store import ResultStore
 from .evaluate import CellFailure, CellOutcome, package_versions
 from .executors.local import LocalExecutor
 from .keys import fingerprint_task
-from .plan import Cell, group_cells, plan_cells, unique_checkpoints
+from .plan import Cell, group_cells, plan_cells, shard_of, unique_checkpoints
 from .rows import rows_for_cell
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,15 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
                store: ResultStore, config: RunConfig, *,
                progress: Callable[[Iterator[str], int], Any] | None = None,
                on_event: Callable[[str], None] | None = None,
-               ray_options=None) -> RunReport:
+               ray_options=None, shard: tuple[int, int] | None = None) -> RunReport:
     """Evaluate every missing cell; write rows as each finishes. Returns what happened.
 
     The unit of work is a group: one checkpoint at one precision with all its missing cells.
     ``ray_options`` (:class:`evalsuite.run.executors.ray.RayOptions`) runs the groups as Ray tasks;
     by default they run here, one after another. Either way only this process writes ``store``.
     ``progress(finished, n_groups)`` wraps the stream of checkpoint ids as groups finish.
+    ``shard=(i, n)``: only the cells of shard i of n (:func:`~evalsuite.run.plan.shard_of`), for
+    array jobs; the n shards together are the whole grid.
     """
     say = on_event or (lambda msg: log.info("%s", msg))
     report = RunReport()
@@ -155,6 +157,10 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
     fingerprints = {name: fingerprint_task(t) for name, t in built.items()}
     with results_lock(store):
         cells = plan_cells(checkpoints, specs, config, fingerprints)
+        if shard is not None:
+            i, n = shard
+            cells = [c for c in cells if shard_of(c, n) == i]
+            say(f"shard {i}/{n}: {len(cells)} cells")
         done = store.done_cells()
         todo = [c for c in cells if c.key not in done]
         report.planned, report.skipped = len(cells), len(cells) - len(todo)

@@ -9,6 +9,8 @@ checkpoints that would share an id stop the run before anything loads.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -119,3 +121,13 @@ def group_cells(cells: Sequence[Cell]) -> list[list[Cell]]:
     for cell in cells:
         groups.setdefault((cell.checkpoint.id,) + load_identity(cell.checkpoint), []).append(cell)
     return list(groups.values())
+
+
+def shard_of(cell: Cell, n: int) -> int:
+    """Which of ``n`` shards a cell belongs to (``evalsuite run --shard I/N``): by a hash of its
+    checkpoint id and precision, so a checkpoint's cells stay together (one model load), the
+    split is the same in every process and on every rerun, and it does not depend on which
+    cells are finished or on the order checkpoints were found."""
+    digest = hashlib.sha256(f"{cell.checkpoint.id}|{cell.checkpoint.precision}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
