@@ -5,7 +5,9 @@ Layout of a results folder::
     results/
       rows.jsonl              one ResultRow per line (schema: evalsuite.records.ResultRow)
       samples/<cell>.parquet  per-request results of one checkpoint x precision x task cell
-      .lock                   held (flock) by the one run or import writing the folder
+      .lock                   flock: held by an import, and briefly by each run for each claim
+                              and each write
+      claims/<cell>.claim     a cell being scored by a running writer (JSON: owner, pid, host)
 
 Cells are atomic. :meth:`ResultStore.append` writes all rows of a cell in one ``write`` followed
 by ``fsync``. Each row is a line ``json.dumps(row, sort_keys=True)``; the last row of a cell ends
@@ -24,6 +26,13 @@ Legacy files: rows of ``schema_version`` < 3 were written before commits existed
 per cell, so they are accepted as committed without one (consecutive rows of one cell count as
 one write). Schema 3 re-keyed cells (:mod:`evalsuite.run.keys`), so a run never treats a legacy
 cell as its own; they stay readable for leaderboards and fits.
+
+Many writers. Any number of ``evalsuite run`` processes (on one machine or on several sharing the
+folder) may write at once: before scoring a cell a writer claims it (``claims/<cell>.claim``,
+created under the lock, after checking the cell is not done), refreshes its claims' times while
+it works, writes the cell under the lock and removes the claim. A cell another live writer has
+claimed is left to it. A claim untouched for :data:`CLAIM_TTL_S` seconds (its writer was killed)
+expires, and the next writer takes the cell over.
 
 Every row is validated on read against the ResultRow fields (types from its annotations; a
 float field takes an int, never a bool; ``None`` only where the annotation allows it; no NaN):
@@ -48,7 +57,9 @@ import json
 import logging
 import math
 import os
+import socket
 import tempfile
+import time
 import types
 import typing
 from collections.abc import Mapping
@@ -69,6 +80,35 @@ LOCK_FILE = ".lock"
 METADATA_FILE = "metadata.jsonl"
 #: Planned final steps of training runs (series, size, final_step), for the final-score forecast.
 PLANS_FILE = "plans.jsonl"
+CLAIMS_DIR = "claims"
+#: Seconds after which a claim nobody refreshed is taken over (writers refresh theirs every
+#: quarter of it). ``EVALSUITE_CLAIM_TTL_S`` overrides it (tests use seconds).
+CLAIM_TTL_S = 120.0
+#: Seconds a run waits for the folder's lock (held by an import, or another run writing a cell)
+#: before it gives up with StoreLockedError; ``EVALSUITE_LOCK_WAIT_S`` overrides it.
+LOCK_WAIT_S = 600.0
+
+
+def _claim_writer_dead(path: Path) -> bool:
+    """Whether a claim was written on this machine by a process that no longer runs (a killed
+    writer: its cells are taken over at once, without waiting for the claim to expire)."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        if d.get("host") != socket.gethostname():
+            return False
+        os.kill(int(d["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return False
+
+
+def writer_lock_wait() -> float:
+    try:
+        return float(os.environ.get("EVALSUITE_LOCK_WAIT_S", LOCK_WAIT_S))
+    except ValueError:
+        return LOCK_WAIT_S
 #: What an annotation may set on the rows of its checkpoint (compute_flops is derived).
 ANNOTATED_FIELDS = ("n_params", "n_params_nonembedding", "tokens_seen")
 COMMIT_KEY = "_commit"
@@ -279,10 +319,11 @@ class ResultStore:
 
     # ---- the writer's lock ----------------------------------------------------------------
     @contextmanager
-    def lock(self, wait: bool = False) -> Iterator[None]:
-        """Hold the folder's exclusive lock (``<root>/.lock``, flock): one writer at a time.
+    def lock(self, wait: bool | float = False) -> Iterator[None]:
+        """Hold the folder's exclusive lock (``<root>/.lock``, flock).
 
-        Raises StoreLockedError when another process holds it (unless ``wait``), StoreError when
+        ``wait``: False raises StoreLockedError at once when another process holds it; True
+        waits as long as it takes; a number waits that many seconds at most. StoreError when
         the folder or its lock file cannot be created.
         """
         path = self.root / LOCK_FILE
@@ -294,11 +335,24 @@ class ResultStore:
                              "writable folder with --results DIR.") from e
         try:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                if wait is True:
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+                else:
+                    deadline = time.monotonic() + (0.0 if wait is False else float(wait))
+                    while True:
+                        try:
+                            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            break
+                        except BlockingIOError:
+                            if time.monotonic() >= deadline:
+                                raise
+                            time.sleep(0.05)
             except BlockingIOError as e:
                 raise StoreLockedError(
-                    f"another evalsuite run is writing to {self.root} (a run or an import holds "
-                    f"{path}); wait for it to finish, or pass another --results DIR") from e
+                    f"another evalsuite process is writing to {self.root} (an import, or a run "
+                    f"writing a cell, holds {path}"
+                    + (f" and kept it for {float(wait):.0f} s" if wait is not False else "")
+                    + "); wait for it to finish, or pass another --results DIR") from e
             except OSError as e:
                 raise StoreError(f"cannot lock {path}: {e.strerror}. Pass a results folder on a "
                                  "local disk with --results DIR.") from e
@@ -308,6 +362,88 @@ class ResultStore:
                 fcntl.flock(fh, fcntl.LOCK_UN)
             finally:
                 fh.close()
+
+    # ---- claims: many writers ----------------------------------------------------------
+    # (a writer holds the lock only to claim cells and to write one; writer_lock_wait() bounds
+    # how long it waits for an import or a stuck process)
+    @staticmethod
+    def claim_ttl() -> float:
+        try:
+            return float(os.environ.get("EVALSUITE_CLAIM_TTL_S", CLAIM_TTL_S))
+        except ValueError:
+            return CLAIM_TTL_S
+
+    def _claim_path(self, cell_key: str) -> Path:
+        return self.root / CLAIMS_DIR / f"{cell_key}.claim"
+
+    def claim_cells(self, cell_keys: Iterable[str], owner: str) -> tuple[list[str], list[str]]:
+        """Claim the cells for ``owner``, under the folder's lock: returns (claimed, elsewhere).
+        A cell already done, or claimed by another writer within the claim TTL, is not
+        claimed (done ones are in neither list); an expired claim is taken over."""
+        keys = list(cell_keys)
+        claimed, elsewhere = [], []
+        ttl = self.claim_ttl()
+        with self.lock(wait=writer_lock_wait()):
+            done = self.done_cells()
+            try:
+                (self.root / CLAIMS_DIR).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create {self.root / CLAIMS_DIR}: {e.strerror}. Pass a "
+                                 "writable folder with --results DIR.") from e
+            for key in keys:
+                if key in done:
+                    continue
+                path = self._claim_path(key)
+                try:
+                    age = time.time() - path.stat().st_mtime
+                    holder = self._claim_owner(path)
+                    dead = _claim_writer_dead(path)
+                    if age < ttl and holder != owner and not dead:
+                        elsewhere.append(key)
+                        continue
+                    if holder != owner:
+                        log.warning("taking over %s from %s: %s", path.name, holder,
+                                    "its process has ended" if dead else
+                                    f"not refreshed for {age:.0f} s")
+                except FileNotFoundError:
+                    pass
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                try:
+                    tmp.write_text(json.dumps({"owner": owner, "pid": os.getpid(),
+                                               "host": socket.gethostname()}), encoding="utf-8")
+                    os.replace(tmp, path)
+                except OSError as e:
+                    raise StoreError(f"cannot write the claim {path}: {e.strerror}; free space "
+                                     "or pass a writable --results DIR") from e
+                claimed.append(key)
+        return claimed, elsewhere
+
+    @staticmethod
+    def _claim_owner(path: Path) -> str | None:
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("owner")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def refresh_claims(self, cell_keys: Iterable[str], owner: str) -> None:
+        """Touch ``owner``'s claims so they do not expire while their cells are scored."""
+        for key in cell_keys:
+            path = self._claim_path(key)
+            if self._claim_owner(path) == owner:
+                try:
+                    os.utime(path)
+                except OSError:
+                    pass
+
+    def release_claims(self, cell_keys: Iterable[str], owner: str) -> None:
+        """Remove ``owner``'s claims (after their cells are written, or on the way out)."""
+        for key in cell_keys:
+            path = self._claim_path(key)
+            if self._claim_owner(path) == owner:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
 
     # ---- rows -------------------------------------------------------------------------
     def append(self, rows: Iterable[ResultRow]) -> int:

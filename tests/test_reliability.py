@@ -166,17 +166,21 @@ def test_sigkill_at_ten_seeded_points_then_rerun_completes(series, data_dir, tmp
     assert (results / "rows.jsonl").read_bytes().startswith(snapshots[-1])
 
 
-def test_second_concurrent_run_stops_with_a_clear_message(series, data_dir, tmp_path, capsys):
+def test_a_run_waits_for_an_import_then_stops_with_a_clear_message(series, data_dir, tmp_path,
+                                                                    capsys, monkeypatch):
+    """Runs share a folder (claims), but an import holds its lock for the whole import: a run
+    waits for it EVALSUITE_LOCK_WAIT_S seconds, then says who holds it."""
     import fcntl
 
+    monkeypatch.setenv("EVALSUITE_LOCK_WAIT_S", "1")
     results = tmp_path / "res"
     results.mkdir()
     with open(results / ".lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # a first run holds the folder
+        fcntl.flock(fh, fcntl.LOCK_EX)  # an import holds the folder
         code = main(["run", str(series), "--tasks", "copa", "--limit", "1", "--results",
                      str(results), "--data-dir", str(data_dir)])
     assert code == 2
-    assert "another evalsuite run is writing to" in capsys.readouterr().err
+    assert "another evalsuite process is writing to" in capsys.readouterr().err
     assert not (results / "rows.jsonl").exists()
 
 
@@ -190,7 +194,7 @@ def test_two_concurrent_processes_never_interleave_rows(series, data_dir, tmp_pa
     errs = [a.communicate(timeout=300)[1], b.communicate(timeout=300)[1]]
     assert sorted([a.returncode, b.returncode])[0] == 0
     if a.returncode and b.returncode == 0 or b.returncode and a.returncode == 0:
-        assert any("another evalsuite run" in e for e in errs)
+        assert any("another evalsuite process" in e for e in errs)
     subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=True)
     keys = _primary_keys(results)
     assert len(keys) == 4 and len(set(keys)) == 4
@@ -336,3 +340,57 @@ def test_bad_input_errors_keep_finished_rows(case, finished, series, data_dir, t
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert (finished / "rows.jsonl").read_bytes() == before
+
+
+def test_four_writers_two_killed_then_rerun_every_cell_once(series, data_dir, tmp_path):
+    """Issue 23: four `evalsuite run` processes write one results folder at once over
+    overlapping checkpoint sets (claims keep them off each other's cells); two are SIGKILLed at
+    seeded points; a rerun takes over their cells. Every cell is then there exactly once, with
+    the values of one uninterrupted run."""
+    import yaml
+
+    cks = [("14k", 0), ("14k", 100), ("20k", 0), ("20k", 100)]
+    subsets = [[0, 1, 2], [1, 2, 3], [0, 3], [0, 1, 2, 3]]
+    manifests = []
+    for i, subset in enumerate(subsets):
+        m = tmp_path / f"writer{i}.yaml"
+        m.write_text(yaml.safe_dump({"series": "tiny", "checkpoints": [
+            {"path": str(series / f"tiny-{cks[j][0]}" / f"step{cks[j][1]}"), "size": cks[j][0],
+             "step": cks[j][1]} for j in subset]}))
+        manifests.append(m)
+    results, reference = tmp_path / "shared", tmp_path / "reference"
+    args = ["--tasks", "copa,piqa", "--limit", "30", "--data-dir", str(data_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+    def cmd(manifest, out):
+        return [sys.executable, "-m", "evalsuite", "run", str(manifest), *args, "--results", str(out)]
+
+    procs = [subprocess.Popen(cmd(m, results), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=env, text=True) for m in manifests]
+    rng = random.Random(20261207)
+    for victim in (1, 3):  # each killed a seeded time after the folder's next finished cell
+        base = len(set(_primary_keys(results)))
+        deadline = time.time() + 120
+        while len(set(_primary_keys(results))) <= base and time.time() < deadline \
+                and procs[victim].poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        procs[victim].send_signal(signal.SIGKILL)
+    for i, p in enumerate(procs):
+        _, err = p.communicate(timeout=300)
+        if i not in (1, 3):
+            assert p.returncode == 0, err[-2000:]
+    union = manifests[3]
+    out = subprocess.run(cmd(union, results), capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert subprocess.run(cmd(union, reference), env=env, capture_output=True,
+                          timeout=300).returncode == 0
+    raw = _primary_keys(results)
+    assert len(raw) == len(set(raw)) == 8, "a cell was written twice or is missing"
+    got = {(r.checkpoint_id, r.task): r.value for r in ResultStore(results).read_rows()
+           if r.is_primary}
+    want = {(r.checkpoint_id, r.task): r.value for r in ResultStore(reference).read_rows()
+            if r.is_primary}
+    assert got == want and len(got) == 8
+    assert not list(results.glob("claims/*.claim"))  # every claim released or taken over

@@ -307,7 +307,7 @@ def test_lock_is_exclusive_and_released(tmp_path):
             with ResultStore(root).lock():
                 pass
         msg = str(info.value)
-        assert str(root / ".lock") in msg and "another evalsuite run is writing to" in msg
+        assert str(root / ".lock") in msg and "another evalsuite process is writing to" in msg
         assert "import" in msg and "wait for it to finish, or pass another --results DIR" in msg
         assert isinstance(info.value, StoreError)
     with ResultStore(root).lock():  # released on exit
@@ -343,7 +343,7 @@ def test_import_takes_the_lock_and_commits_cell_by_cell(tmp_path, capsys):
         with pytest.raises(StoreLockedError):
             import_into_store(store, src)
         assert main(["import", str(src), "--results", str(res)]) == 2
-        assert "another evalsuite run is writing to" in capsys.readouterr().err
+        assert "another evalsuite process is writing to" in capsys.readouterr().err
     assert not store.rows_path.exists()
     assert import_into_store(store, src) == (3, 0)
     commits = [json.loads(x).get("_commit") for x in store.rows_path.read_text().splitlines()]

@@ -378,8 +378,10 @@ def test_a_folder_deleted_while_it_is_hashed_is_a_problem_not_a_crash(model, tmp
 
 
 def test_once_while_another_writer_holds_the_lock_exits_non_zero_naming_it(model, tmp_path,
-                                                                           capsys):
+                                                                           capsys, monkeypatch):
     from evalsuite.cli import main
+
+    monkeypatch.setenv("EVALSUITE_LOCK_WAIT_S", "1")
 
     root = tmp_path / "run"
     copy_model(model, root / "step2")
@@ -390,6 +392,7 @@ def test_once_while_another_writer_holds_the_lock_exits_non_zero_naming_it(model
                      "--nice", "0"])
     assert code == 1
     assert "holds the results folder's lock" in capsys.readouterr().err
+    assert not list((tmp_path / "r").glob("claims/*.claim"))  # nothing left claimed
 
 
 def test_the_callback_drains_a_chatty_stderr_and_keeps_the_real_error(model, tmp_path):

@@ -1,21 +1,28 @@
 """The driver of a run: plan the grid, skip finished cells, schedule groups, write the store.
 
-This process alone writes the store, whichever executor scores the groups: each cell
-(per-sample Parquet first, then its rows) as soon as it reaches the driver, after each cell
-locally and after each group from Ray, so a killed run loses at most the work in flight and a
-rerun skips every finished cell. Ray is imported only when a run asks for it.
+In a run, this process alone writes the store, whichever executor scores the groups: each cell
+(per-sample Parquet first, then its rows, under the folder's lock) as soon as it reaches the
+driver, after each cell locally and after each group from Ray, so a killed run loses at most the
+work in flight and a rerun skips every finished cell. Other runs may write the same folder at
+once: before a group is scored its cells are claimed (:meth:`ResultStore.claim_cells`), cells
+another live writer claimed are left to it, and a heartbeat keeps this writer's claims fresh.
+Ray is imported only when a run asks for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import secrets
+import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from ..engine.patches import RunTuning, apply_run_tuning
 from ..records import Checkpoint, RunConfig, TaskSpec
-from ..store import ResultStore
+from ..store import ResultStore, writer_lock_wait
 from .evaluate import CellFailure, CellOutcome, package_versions
 from .executors.local import LocalExecutor
 from .keys import fingerprint_task
@@ -36,9 +43,11 @@ class RunReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     executor: dict[str, Any] = field(default_factory=lambda: {"executor": "local"})
     tuning: RunTuning | None = None  # the speed-ups this process switched on
+    elsewhere: int = 0  # cells left to another writer that had claimed them
 
     def summary(self) -> dict[str, Any]:
         return {"planned": self.planned, "skipped_done": self.skipped, "completed": self.completed,
+                "claimed_by_another_writer": self.elsewhere,
                 "rows_written": self.rows_written,
                 "failures": [{"what": w, "error": e} for w, e in self.failures],
                 "executor": self.executor,
@@ -46,8 +55,8 @@ class RunReport:
 
 
 def results_lock(store: ResultStore, wait: bool = False):
-    """The results folder's exclusive lock (:meth:`ResultStore.lock`): one writer at a time,
-    ``evalsuite run`` and ``evalsuite import`` alike."""
+    """The results folder's exclusive lock (:meth:`ResultStore.lock`): held by an import for
+    its whole length, by a run only to claim cells and to write one."""
     return store.lock(wait=wait)
 
 
@@ -62,6 +71,16 @@ class Driver:
         self.store, self.config, self.report, self.say = store, config, report, say
         self.versions = versions
         self.sources: dict[tuple, CellOutcome] = {}
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.claimed: set[str] = set()  # cell keys this writer holds claims on
+
+    def claim(self, cells: Sequence[Cell]) -> list[Cell]:
+        """The cells of a group this writer may score now: not done, not claimed by another."""
+        got, elsewhere = self.store.claim_cells([c.key for c in cells], self.owner)
+        self.claimed |= set(got)
+        self.report.elsewhere += len(elsewhere)
+        mine = set(got)
+        return [c for c in cells if c.key in mine]
 
     @staticmethod
     def weights_key(cell: Cell) -> tuple | None:
@@ -75,8 +94,11 @@ class Driver:
             self.report.failures.append((item.what, item.error))
             self.say(item.message)
             return
-        self.store.write_samples(item.cell.key, item.frame)
-        self.report.rows_written += self.store.append(item.rows)
+        with self.store.lock(wait=writer_lock_wait()):  # other writers append too
+            self.store.write_samples(item.cell.key, item.frame)
+            self.report.rows_written += self.store.append(item.rows)
+        self.store.release_claims([item.cell.key], self.owner)
+        self.claimed.discard(item.cell.key)
         self.report.completed += 1
         self.say(item.message)
         wkey = self.weights_key(item.cell)
@@ -106,6 +128,9 @@ class Driver:
                 if wkeys & busy or not executor.has_capacity():
                     still.append(cells)
                     continue
+                cells = self.claim(cells)
+                if not cells:  # done meanwhile, or another writer is on them
+                    continue
                 rest = []
                 for cell in cells:
                     source = self.sources.get(self.weights_key(cell))
@@ -129,6 +154,26 @@ class Driver:
                 ck_id, mine = inflight.pop(handle)
                 busy -= mine
                 yield ck_id
+
+
+class _Heartbeat:
+    """Refreshes the writer's claims every quarter of the claim TTL, so they never expire while
+    the writer lives (a killed writer's claims do)."""
+
+    def __init__(self, store: ResultStore, driver: Driver):
+        self.store, self.driver = store, driver
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="evalsuite-claims")
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = max(0.2, self.store.claim_ttl() / 4)
+        while not self._stop.wait(period):
+            self.store.refresh_claims(list(self.driver.claimed), self.driver.owner)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], registry,
@@ -155,33 +200,41 @@ def run_series(checkpoints: Sequence[Checkpoint], specs: Sequence[TaskSpec], reg
     # error stops the run first, and the cell keys need what each task will actually score.
     built = {spec.name: registry.build(spec.name) for spec in specs}
     fingerprints = {name: fingerprint_task(t) for name, t in built.items()}
-    with results_lock(store):
-        cells = plan_cells(checkpoints, specs, config, fingerprints)
-        if shard is not None:
-            i, n = shard
-            cells = [c for c in cells if shard_of(c, n) == i]
-            say(f"shard {i}/{n}: {len(cells)} cells")
-        done = store.done_cells()
-        todo = [c for c in cells if c.key not in done]
-        report.planned, report.skipped = len(cells), len(cells) - len(todo)
-        if report.skipped:
-            say(f"skipping {report.skipped} of {len(cells)} cells already in {store.root}")
-        if not todo:
-            say("nothing to do: every cell is finished")
-            return report
-        groups = group_cells(todo)
-        if ray_options is None:
-            executor = LocalExecutor(registry, config, todo, built, fingerprints)
-        else:
-            from .executors.ray import RayExecutor
+    cells = plan_cells(checkpoints, specs, config, fingerprints)
+    if shard is not None:
+        i, n = shard
+        cells = [c for c in cells if shard_of(c, n) == i]
+        say(f"shard {i}/{n}: {len(cells)} cells")
+    done = store.done_cells()
+    todo = [c for c in cells if c.key not in done]
+    report.planned, report.skipped = len(cells), len(cells) - len(todo)
+    if report.skipped:
+        say(f"skipping {report.skipped} of {len(cells)} cells already in {store.root}")
+    if not todo:
+        say("nothing to do: every cell is finished")
+        return report
+    groups = group_cells(todo)
+    if ray_options is None:
+        executor = LocalExecutor(registry, config, todo, built, fingerprints)
+    else:
+        from .executors.ray import RayExecutor
 
-            executor = RayExecutor(ray_options, registry, config, say=say)
+        executor = RayExecutor(ray_options, registry, config, say=say)
+    driver = Driver(store, config, report, say, package_versions())
+    heartbeat = _Heartbeat(store, driver)
+    try:
+        finished = driver.drive(groups, executor)
+        for _ in (progress(finished, len(groups)) if progress else finished):
+            pass
+    finally:
+        heartbeat.stop()
         try:
-            driver = Driver(store, config, report, say, package_versions())
-            finished = driver.drive(groups, executor)
-            for _ in (progress(finished, len(groups)) if progress else finished):
-                pass
-        finally:
             executor.close()
-        report.executor = executor.stats()
+        finally:
+            store.release_claims(list(driver.claimed), driver.owner)
+    report.executor = executor.stats()
+    if report.elsewhere:
+        say(f"{report.elsewhere} cells were being scored by another writer of {store.root}; "
+            "that writer adds them (rerun to check: a killed writer's cells are taken over "
+            f"once its claims are {store.claim_ttl():.0f} s old)")
     return report
