@@ -511,3 +511,54 @@ def test_chart_specs_mark_limited_runs_and_fold_subject_families():
     limited = {p["z"] for p in spec["data"]["values"] if "l" in p}
     assert limited == {"1m"}
     assert json.loads(json.dumps(spec)) == spec  # plain JSON
+
+
+def test_precision_frontier_follows_lower_is_better_metrics():
+    """Found by review: for perplexity the frontier marked the worst point (failed before)."""
+    from evalsuite.leaderboard import prepare_leaderboard
+    from evalsuite.testing.rows import synthetic_rows
+
+    rows = [dataclasses.replace(r, metric="word_perplexity", higher_is_better=False, chance=None,
+                                value=20.0 - 10 * r.value)
+            for r in synthetic_rows(tasks=("wikitext",), precisions=("fp32", "int8", "int4"),
+                                    model_bits=True, sizes=(("1m", 10**6),), steps=(1000,))
+            if r.is_primary]
+    table = prepare_leaderboard(rows, scaling=False).precision
+    col = {c: i for i, c in enumerate(table.columns)}
+    on = [r for r in table.rows if r[col["frontier"]] == "yes"]
+    best = min(r[col["score"]] for r in table.rows)
+    assert any(r[col["score"]] == best for r in on)
+    fewest_bits = min(table.rows, key=lambda r: r[col["model_bits"]])
+    assert fewest_bits[col["frontier"]] == "yes"
+
+
+def test_chart_specs_review_fixes():
+    """Found by review (each failed before): onsets carry the shots label the series picker
+    uses; without compute the chart draws each size over steps and counts what it leaves out;
+    the overview averages the same tasks for every series."""
+    from evalsuite.leaderboard import prepare_leaderboard
+    from evalsuite.leaderboard.charts import overview_spec, task_spec
+    from evalsuite.testing.rows import synthetic_rows
+
+    rows = synthetic_rows(tasks=("arc_easy",))
+    rows += [dataclasses.replace(r, num_fewshot=5, cell_key=r.cell_key + "/5") for r in rows]
+    cells = prepare_leaderboard(rows, scaling=False).cells
+    onset = [{"s": "ladder", "shots": 5, "verdict": "emergent", "x": 1e16, "lo": 5e15, "hi": 2e16}]
+    spec = task_spec("arc_easy", ["arc_easy"], cells, onsets=onset)
+    picker = spec["params"][0]["bind"]["options"]
+    drawn = [layer for layer in spec["layer"] if layer.get("mark", {}).get("type") == "rule"
+             and "data" in layer and layer["data"]["values"][0].get("verdict")]
+    assert drawn and drawn[0]["data"]["values"][0]["s"] == "ladder 5-shot" in picker
+
+    no_compute = [dataclasses.replace(r, tokens_seen=None, compute_flops=None)
+                  for r in synthetic_rows(tasks=("arc_easy",))]
+    cells = prepare_leaderboard(no_compute, scaling=False).cells
+    spec = task_spec("arc_easy", ["arc_easy"], cells)
+    steps = next(p for p in spec["params"] if p["name"] == "steps")
+    assert steps["value"] is True and "step" in spec["encoding"]["x"]["title"]
+
+    mixed = synthetic_rows(series=("a",), tasks=("arc_easy", "piqa")) + \
+        synthetic_rows(series=("b",), tasks=("arc_easy",))
+    ov = overview_spec(prepare_leaderboard(mixed, scaling=False).cells)
+    assert {v["n"] for v in ov["data"]["values"]} == {1}
+    assert "arc_easy" in ov["title"]["subtitle"]

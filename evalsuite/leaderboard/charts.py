@@ -90,10 +90,12 @@ _PICKED = "pick == 'all' || datum.s == pick"
 def _base(title: str, x_title: str, y_title: str, log_x: bool = True) -> dict[str, Any]:
     return {"title": {"text": title, "anchor": "start", "fontSize": 13},
             "width": _WIDTH, "height": _HEIGHT,
-            "config": {"view": {"stroke": None}, "legend": {"orient": "right", "limit": 160}},
+            "config": {"view": {"stroke": None},
+                       "legend": {"orient": "right", "limit": 160, "symbolOpacity": 1}},
             "encoding": {"x": {"field": "x", "type": "quantitative", "title": x_title,
                                "scale": {"type": "log" if log_x else "linear"},
-                               "axis": {"format": ".1e" if log_x else "~s"}},
+                               "axis": {"format": ".1e" if log_x else "~s",
+                                        "labelOverlap": "greedy", "labelFlush": True}},
                          "y": {"field": "y", "type": "quantitative", "title": y_title}}}
 
 
@@ -117,26 +119,36 @@ def overview_spec(cells: Sequence[Any]) -> dict[str, Any] | None:
         return None
     latest = latest_by(scored, key=lambda c: (c.series, c.size, c.task, c.precision,
                                                c.num_fewshot), step=lambda c: c.step or 0)
-    groups: dict[tuple, list] = {}
-    for c in latest.values():
-        groups.setdefault((c.series, c.size, c.precision), []).append(c)
-    # a series' mean is over the tasks (and shots) every one of its sizes has, so the sizes
-    # are compared on the same tasks
-    common: dict[tuple, set] = {}
-    for (s, z, p), cs in groups.items():
-        have = {(c.task, c.num_fewshot) for c in cs}
-        common[(s, p)] = have if (s, p) not in common else common[(s, p)] & have
+    family = {t: name for name, ts in task_groups(sorted({c.task for c in scored})) for t in ts}
+    groups: dict[tuple, dict[tuple, list]] = {}
+    for c in latest.values():  # each task family (MMLU subjects, ...) counts as one task
+        groups.setdefault((c.series, c.size, c.precision), {}).setdefault(
+            (family[c.task], c.num_fewshot), []).append(c)
+    # every point averages the same tasks: those every series x size has, else (no task in
+    # common) each series the tasks all its sizes have, and the title says so
+    everywhere = set.intersection(*(set(g) for g in groups.values()))
+    per_series: dict[tuple, set] = {}
+    for (s, z, p), g in groups.items():
+        per_series[(s, p)] = set(g) if (s, p) not in per_series else per_series[(s, p)] & set(g)
     values = []
-    for (s, z, p), cs in sorted(groups.items()):
-        cs = [c for c in cs if (c.task, c.num_fewshot) in common[(s, p)]]
-        if not cs:
+    for (s, z, p), g in sorted(groups.items()):
+        keep = everywhere or per_series[(s, p)]
+        scores = [sum(c.score for c in g[k]) / len(g[k]) for k in sorted(keep, key=str)]
+        flops = [c.compute_flops for k in keep for c in g[k]]
+        if not scores:
             continue
-        values.append({"s": s, "z": z, "p": p, "x": _num(sum(c.compute_flops for c in cs) / len(cs)),
-                       "y": _num(sum(c.score for c in cs) / len(cs)), "n": len(cs)})
+        values.append({"s": s, "z": z, "p": p, "x": _num(sum(flops) / len(flops)),
+                       "y": _num(sum(scores) / len(scores)), "n": len(scores)})
     if not values:
         return None
+    names = sorted({k[0] for k in everywhere})
+    subtitle = (f"mean over the {len(everywhere)} tasks every series has: "
+                + ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                if everywhere else "the series share no task: each averages the tasks all its "
+                                   "sizes have (not comparable across series)")
     spec = _base("Overview: mean chance-normalised score across tasks", "training compute (FLOPs)",
                  "mean chance-normalised score")
+    spec["title"]["subtitle"] = subtitle
     spec.update({"data": {"values": values}, "params": [_series_param({v["s"] for v in values})],
                  "transform": [{"filter": _PICKED}],
                  "layer": [{"mark": {"type": "line", "point": True},
@@ -147,7 +159,8 @@ def overview_spec(cells: Sequence[Any]) -> dict[str, Any] | None:
                                                              ("z", "size", "nominal"),
                                                              ("p", "precision", "nominal"),
                                                              ("y", "mean score", "quantitative"),
-                                                             ("n", "tasks", "quantitative"))}}]})
+                                                             ("n", "tasks (families as one)",
+                                                              "quantitative"))}}]})
     spec["width"] = 2 * _WIDTH
     return spec
 
@@ -166,10 +179,12 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                        step=lambda c: c.step or 0)
     final_keys = {id(c) for c in finals.values()}
     several_shots = len({c.num_fewshot for c in mine}) > 1
+    missing = 0
     for c in sorted(mine, key=lambda c: (c.task, c.series, c.size, c.precision,
                                          c.num_fewshot or 0, c.step or 0)):
         x = getattr(c, x_name)
         if not x or x <= 0:
+            missing += 1
             continue
         if grouped and id(c) not in final_keys:
             continue  # a group draws each size's final checkpoint only (page weight)
@@ -199,6 +214,10 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
     y_title = ("chance-normalised " if normalised else "") + "/".join(sorted({c.metric for c in mine}))
     title = f"{name}: {len(tasks)} subtasks" if grouped else name
     spec = _base(title, x_label, y_title, log_x=True)
+    if missing:
+        spec["title"]["subtitle"] = (f"{missing} cells without {x_name} not shown (tokens seen "
+                                     "unknown: evalsuite series PATH --tokens-per-step N --annotate)")
+    by_step = x_name == "step"  # no compute: each size's curve over steps is the picture
     params = [_series_param({p["s"] for p in points})]
     # the checkpoint label and each size's line key, computed in the page (smaller data)
     transform: list[dict[str, Any]] = [
@@ -210,7 +229,7 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                        "bind": {"input": "select", "options": options, "name": "subtask "}})
         transform.append({"filter": "datum.task == subtask"})
     else:
-        params.append({"name": "steps", "value": False,
+        params.append({"name": "steps", "value": by_step,
                        "bind": {"input": "checkbox", "name": "training curves "}})
     color = {"field": "s", "type": "nominal", "title": "series"}
     layers: list[dict[str, Any]] = []  # the measured points, drawn above bands and rules
@@ -220,9 +239,11 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                        "encoding": {"color": color, "detail": {"field": "line"},
                                     "order": {"field": "x"}}})
     finals_only = {"filter": "datum.f == 1"}
+    if not by_step:  # across sizes: each size's final checkpoint, joined per series
+        layers.append({"transform": [finals_only], "mark": {"type": "line", "strokeWidth": 1.5},
+                       "encoding": {"color": color, "detail": {"field": "p"},
+                                    "order": {"field": "x"}}})
     layers += [
-        {"transform": [finals_only], "mark": {"type": "line", "strokeWidth": 1.5},
-         "encoding": {"color": color, "detail": {"field": "p"}, "order": {"field": "x"}}},
         {"transform": [finals_only, {"filter": "isValid(datum.e)"},
                        {"calculate": "datum.y - datum.e", "as": "lo"},
                        {"calculate": "datum.y + datum.e", "as": "hi"}],
@@ -231,8 +252,8 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                                                  "y2": {"field": "hi"}}},
         {"transform": [{"filter": "datum.f == 1 || steps" if not grouped else "datum.f == 1"}],
          "mark": {"type": "point", "filled": True, "size": 40},
-         "encoding": {"color": color, "tooltip": _POINT_TIP + _tooltip(
-             ("l", "--limit (items)", "quantitative")),
+         "encoding": {"color": color, "tooltip": _POINT_TIP + (_tooltip(
+             ("l", "--limit (items)", "quantitative")) if any("l" in p for p in points) else []),
                       "shape": {"condition": {"test": "isValid(datum.l)",
                                               "value": "triangle-up"}, "value": "circle"}}},
     ]
@@ -290,16 +311,17 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
                  else "pick != 'all' && datum.s == pick"}],
              "mark": {"type": "text", "dx": 6, "dy": -8, "align": "left", "fontSize": 10},
              "encoding": {"text": {"field": "label"}, "color": color}}]
-    onset_rows = [o for o in onsets if o.get("x") and x_name == "compute_flops" and not grouped]
+    onset_rows = [{**o, "s": f"{o['s']} {o.get('shots')}-shot" if several_shots else o["s"]}
+                  for o in onsets if o.get("x") and x_name == "compute_flops" and not grouped]
     if onset_rows:
         under += [
             {"data": {"values": onset_rows}, "transform": [{"filter": _PICKED},
                                                            {"filter": "isValid(datum.lo)"}],
-             "mark": {"type": "rect", "opacity": 0.12, "color": "#d62728"},
+             "mark": {"type": "rect", "opacity": 0.12, "color": "#333"},
              "encoding": {"x": {"field": "lo", "type": "quantitative"}, "x2": {"field": "hi"},
                           "y": {"value": 0}, "y2": {"value": _HEIGHT}}},
             {"data": {"values": onset_rows}, "transform": [{"filter": _PICKED}],
-             "mark": {"type": "rule", "color": "#d62728", "strokeWidth": 1.5},
+             "mark": {"type": "rule", "color": "#333", "strokeWidth": 1.5, "strokeDash": [6, 3]},
              "encoding": {"y": {"value": 0}, "y2": {"value": _HEIGHT},
                           "tooltip": _tooltip(("s", "series", "nominal"),
                                               ("verdict", "emergence", "nominal"),
@@ -328,10 +350,15 @@ def precision_spec(table) -> dict[str, Any] | None:
                        "c": f"{r[col['series']]}-{r[col['size']]}@{r[col['step']]}"})
     if not values:
         return None
+    tasks = sorted({v["task"] for v in values})
     spec = _base("Precision: score against model bits (frontier joined)", "model bits (weights)",
-                 "score")
-    spec.update({"data": {"values": values}, "params": [_series_param({v["s"] for v in values})],
-                 "transform": [{"filter": _PICKED}],
+                 "score (chance-normalised where a chance level is known)")
+    spec["title"]["subtitle"] = "one task at a time: pick it below (scales differ by metric)"
+    task_param = {"name": "ptask", "value": tasks[0],
+                  "bind": {"input": "select", "options": tasks, "name": "task "}}
+    spec.update({"data": {"values": values},
+                 "params": [_series_param({v["s"] for v in values}), task_param],
+                 "transform": [{"filter": _PICKED}, {"filter": "datum.task == ptask"}],
                  "layer": [
                      {"transform": [{"filter": "datum.frontier"}],
                       "mark": {"type": "line", "strokeWidth": 1, "color": "#555"},
@@ -351,13 +378,16 @@ def precision_spec(table) -> dict[str, Any] | None:
 
 
 def emergence_spec(table) -> dict[str, Any] | None:
-    """How many curves got each verdict, per task (across sizes and across steps)."""
+    """How many curves got each verdict, per task or task family, across sizes or steps (a
+    picker)."""
     if table is None or not table.rows:
         return None
     col = {c: i for i, c in enumerate(table.columns)}
+    family = {t: name for name, ts in task_groups(sorted({r[col["task"]] for r in table.rows}))
+              for t in ts}
     counts: dict[tuple, int] = {}
-    for r in table.rows:
-        key = (r[col["task"]], r[col["across"]], r[col["verdict"]], r[col["series"]])
+    for r in table.rows:  # a task family (MMLU subjects, ...) is one bar
+        key = (family[r[col["task"]]], r[col["across"]], r[col["verdict"]], r[col["series"]])
         counts[key] = counts.get(key, 0) + 1
     values = [{"task": t, "across": a, "verdict": v, "s": s, "n": n}
               for (t, a, v, s), n in sorted(counts.items())]
@@ -365,8 +395,12 @@ def emergence_spec(table) -> dict[str, Any] | None:
                       "anchor": "start", "fontSize": 13},
             "width": _WIDTH, "height": {"step": 16},
             "config": {"view": {"stroke": None}},
-            "data": {"values": values}, "params": [_series_param({v["s"] for v in values})],
-            "transform": [{"filter": _PICKED}],
+            "data": {"values": values},
+            "params": [_series_param({v["s"] for v in values}),
+                       {"name": "across", "value": "sizes",
+                        "bind": {"input": "select", "options": ["sizes", "steps"],
+                                 "name": "curves across "}}],
+            "transform": [{"filter": _PICKED}, {"filter": "datum.across == across"}],
             "mark": {"type": "bar"},
             "encoding": {"y": {"field": "task", "type": "nominal", "title": None},
                          "x": {"field": "n", "type": "quantitative", "aggregate": "sum",

@@ -316,7 +316,8 @@ def _chart_specs(data: LeaderboardData, flops_basis: str) -> list[tuple[str, str
         for r in data.emergence.rows:
             if r[col["across"]] == "sizes" and r[col["onset_x"]] is not None:
                 onsets.setdefault(r[col["task"]], []).append(
-                    {"s": r[col["series"]], "verdict": r[col["verdict"]], "x": r[col["onset_x"]],
+                    {"s": r[col["series"]], "shots": r[col["shots"]],
+                     "verdict": r[col["verdict"]], "x": r[col["onset_x"]],
                      "lo": r[col["onset_lower"]], "hi": r[col["onset_upper"]]})
     by_task: dict[str, list] = {}
     for c in data.cells:

@@ -131,11 +131,14 @@ def precision_table(cells: Sequence[ScoreCell]) -> tuple[Table | None, str]:
     used = []
     for (task, shots), group in sorted(by_task.items(), key=lambda kv: (kv[0][0],
                                                                        none_last(kv[0][1]))):
-        group.sort(key=lambda c: (c.model_bits, -c.plot_value, c.series, c.size, c.precision))
+        # "better" follows the metric: a lower perplexity is the better point
+        sign = 1.0 if group[0].higher_is_better else -1.0
+        group.sort(key=lambda c: (c.model_bits, -sign * c.plot_value, c.series, c.size,
+                                  c.precision))
         best = -math.inf
         for c in group:
-            on = c.plot_value > best
-            best = max(best, c.plot_value)
+            on = sign * c.plot_value > best
+            best = max(best, sign * c.plot_value)
             rows.append((task, shots, c.series, c.size, c.step, c.precision, c.model_bits,
                          c.plot_value, c.score_stderr if c.score is not None else c.stderr,
                          "yes" if on else "no"))
@@ -147,7 +150,8 @@ def precision_table(cells: Sequence[ScoreCell]) -> tuple[Table | None, str]:
                  formats={"shots": "int", "step": "step", "model_bits": "sci", "score": "num",
                           "stderr": "num"},
                  note="model_bits as the runner wrote it (bits to store the weights). frontier = "
-                      "no point of the same task with at most as many bits scores higher."), ""
+                      "no point of the same task with at most as many bits scores better (higher, "
+                      "or lower for a lower-is-better metric such as perplexity)."), ""
 
 
 def task_slug(task: str, taken: set[str]) -> str:
