@@ -183,8 +183,10 @@ def task_spec(name: str, tasks: Sequence[str], cells: Sequence[Any], curves: Seq
     for c in sorted(mine, key=lambda c: (c.task, c.series, c.size, c.precision,
                                          c.num_fewshot or 0, c.step or 0)):
         x = getattr(c, x_name)
-        if not x or x <= 0:
+        if x is None:
             missing += 1
+            continue
+        if x <= 0:  # step 0: no compute yet, and no place on a log axis
             continue
         if grouped and id(c) not in final_keys:
             continue  # a group draws each size's final checkpoint only (page weight)
