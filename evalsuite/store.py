@@ -384,7 +384,7 @@ class ResultStore:
         claimed, elsewhere = [], []
         ttl = self.claim_ttl()
         with self.lock(wait=writer_lock_wait()):
-            done = self.done_cells()
+            done = self._done_under_lock()
             try:
                 (self.root / CLAIMS_DIR).mkdir(parents=True, exist_ok=True)
             except OSError as e:
@@ -417,6 +417,33 @@ class ResultStore:
                                      "or pass a writable --results DIR") from e
                 claimed.append(key)
         return claimed, elsewhere
+
+    def _done_under_lock(self) -> set[str]:
+        """The done cells, for a claim: one full :meth:`done_cells` per store object, then only
+        the commits appended since (the caller holds the lock, so no write is half-way; a cell
+        another writer committed meanwhile is done). Keeps a claim O(new rows), not O(file)."""
+        try:
+            size = self.rows_path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        cache = getattr(self, "_done_cache", None)
+        if cache is None or size < cache[1]:  # first claim, or the file was replaced
+            self._done_cache = (self.done_cells(), size)
+            return set(self._done_cache[0])
+        done, offset = cache
+        if size > offset:
+            with open(self.rows_path, "rb") as fh:
+                fh.seek(offset)
+                tail = fh.read(size - offset)
+            for raw in tail.splitlines():
+                try:
+                    commit = json.loads(raw).get("_commit")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(commit, dict) and isinstance(commit.get("cell_key"), str):
+                    done.add(commit["cell_key"])
+            self._done_cache = (done, size)
+        return set(done)
 
     @staticmethod
     def _claim_owner(path: Path) -> str | None:

@@ -407,3 +407,18 @@ def test_mapping_numbers_that_are_not_numbers_are_clear_errors(tmp_path):
         read_result_file(path, mapping)
     mapping["models"]["org/mine"]["n_params"] = "1e6"  # YAML reads 1e6 as a string
     assert {r.n_params for r in read_result_file(path, mapping)} == {1_000_000}
+
+
+def test_claims_read_the_store_once_then_only_new_commits(tmp_path, monkeypatch):
+    """A claim per group used to re-read the whole rows.jsonl (9 s on the Pythia evals): now one
+    full read per store object, then only what was appended (failed before: 3 full reads)."""
+    store = ResultStore(tmp_path / "r")
+    calls = []
+    real = ResultStore.done_cells
+    monkeypatch.setattr(ResultStore, "done_cells", lambda self: calls.append(1) or real(self))
+    assert store.claim_cells(["a", "b"], "me") == (["a", "b"], [])
+    other = ResultStore(tmp_path / "r")  # another writer commits cell c
+    other.append([_row("c")])
+    assert store.claim_cells(["c", "d"], "me") == (["d"], [])  # c is done now
+    assert store.claim_cells(["a"], "you") == ([], ["a"])  # mine, and I am alive
+    assert len(calls) == 1
