@@ -305,6 +305,8 @@ class ResultStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        # (done cells, rows.jsonl size they cover) for claims: see _done_under_lock
+        self._done_cache: tuple[set[str], int] | None = None
 
     @property
     def rows_path(self) -> Path:
@@ -426,7 +428,7 @@ class ResultStore:
             size = self.rows_path.stat().st_size
         except FileNotFoundError:
             size = 0
-        cache = getattr(self, "_done_cache", None)
+        cache = self._done_cache
         if cache is None or size < cache[1]:  # first claim, or the file was replaced
             self._done_cache = (self.done_cells(), size)
             return set(self._done_cache[0])

@@ -5,9 +5,8 @@ load, score with lm-eval) -> ``rows`` (lm-eval's output -> result rows) -> ``dri
 finished cells, schedule groups on an executor, write the store) with ``executors/{local, ray}``.
 """
 
-from .driver import RunReport, results_lock, run_series
+from .driver import RunReport, run_series
 from .evaluate import GroupEvaluator
 from .plan import Cell, RunError, plan_cells
 
-__all__ = ["run_series", "RunReport", "RunError", "Cell", "plan_cells", "GroupEvaluator",
-           "results_lock"]
+__all__ = ["run_series", "RunReport", "RunError", "Cell", "plan_cells", "GroupEvaluator"]

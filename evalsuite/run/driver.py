@@ -31,7 +31,7 @@ from .rows import rows_for_cell
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunReport", "run_series", "results_lock"]
+__all__ = ["RunReport", "run_series"]
 
 
 @dataclass
@@ -52,12 +52,6 @@ class RunReport:
                 "failures": [{"what": w, "error": e} for w, e in self.failures],
                 "executor": self.executor,
                 "tuning": dataclasses.asdict(self.tuning) if self.tuning else None}
-
-
-def results_lock(store: ResultStore, wait: bool = False):
-    """The results folder's exclusive lock (:meth:`ResultStore.lock`): held by an import for
-    its whole length, by a run only to claim cells and to write one."""
-    return store.lock(wait=wait)
 
 
 class Driver:

@@ -296,6 +296,7 @@ def _score(ready, pending, watcher, specs, registry, store, config, report, warn
         store.record_plans([{"series": c.series, "size": c.size, "final_step": plan}
                             for c in scan.checkpoints])
     before = store.done_cells()
+    plans = store.read_plans()  # recorded above; read once for the batch
     by_id = {c.id: c for c in scan.checkpoints}
     state = {"reached": False}
 
@@ -309,7 +310,7 @@ def _score(ready, pending, watcher, specs, registry, store, config, report, warn
         if n_new:  # a cell that failed is in report.failures
             report.scored.append(ck.id)
             on_scored(checkpoint_record(frame, ck, new_cells=n_new, tasks=[sp.name for sp in specs],
-                                        final_step=store.read_plans().get((ck.series, ck.size))))
+                                        final_step=plans.get((ck.series, ck.size))))
 
     def progress(finished, n_groups):
         for ck_id in finished:  # a group is one checkpoint at one precision
